@@ -1,0 +1,1 @@
+"""Interfaces: the REST API (``/api``) and, later, the OpenAI-compatible ``/v1``."""

@@ -1,0 +1,55 @@
+"""The ASGI application: REST API, web pages and (optionally) the local worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from loraloop import __version__
+from loraloop.api import errors
+from loraloop.api.limits import BodyLimit
+from loraloop.api.routes import admin, auth, health, jobs, keys
+from loraloop.config import Settings
+from loraloop.db.engine import Database
+from loraloop.jobs.runner import LocalWorker
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings, db: Database | None = None, *, local_worker: bool = False
+) -> FastAPI:
+    """Build the app. ``local_worker`` runs queued jobs inside this process (``loraloop up``)."""
+    db = db or Database(settings.resolved_database_url)
+    worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(
+        title="loraloop",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        description="Train, serve and maintain small domain models.",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    errors.install(app)
+    for module in (health, auth, keys, jobs, admin):
+        app.include_router(module.router)
+    from loraloop.web import pages  # the web layer sits beside the API, not below it
+
+    pages.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

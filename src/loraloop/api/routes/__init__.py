@@ -1,0 +1,1 @@
+"""REST routes: authenticate, call one service function, return a schema."""

@@ -1,0 +1,1 @@
+"""engine: contracts, Merkle trees, SIWE and the chain client. Knows nothing of users."""

@@ -1,0 +1,167 @@
+"""Settings: the one place that reads the environment (``LORALOOP_*``) and the config file.
+
+Precedence, highest first: keyword arguments, ``LORALOOP_*`` environment variables,
+the TOML file named by ``LORALOOP_CONFIG`` (or ``<home>/loraloop.toml``), defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from loraloop.errors import ConfigurationError
+
+__all__ = ["DEFAULT_SECRET", "Environment", "Registration", "Settings", "is_loopback"]
+
+#: The secret every copy of the source knows; accepted only in development mode.
+DEFAULT_SECRET = "loraloop-development-secret-change-me"  # noqa: S105
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Registration(StrEnum):
+    open = "open"
+    invite = "invite"
+    closed = "closed"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("LORALOOP_CONFIG")
+    if explicit:
+        return Path(explicit)
+    home = Path(os.environ.get("LORALOOP_HOME", "./data"))
+    candidate = home / "loraloop.toml"
+    return candidate if candidate.is_file() else None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field is documented in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="LORALOOP_", extra="forbid", frozen=True)
+
+    env: Environment = Environment.production
+    """``development`` relaxes the secret and bind checks; never use it on a shared host."""
+
+    home: Path = Path("./data")
+    """Data folder: database, artifacts, converted base models, the generated secret key."""
+
+    database_url: str = ""
+    """SQLAlchemy URL; empty means SQLite at ``<home>/loraloop.db``."""
+
+    host: str = "127.0.0.1"
+    """Address the web server binds to."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port the web server binds to."""
+
+    secret_key: SecretStr = SecretStr("")
+    """Signs CSRF and invite tokens; empty means generated once into ``<home>/secret.key``."""
+
+    registration: Registration = Registration.open
+    """Who may create an account: anyone (open), holders of an invite code, or nobody."""
+
+    allow_public_signup: bool = False
+    """Allow open registration while bound beyond loopback (a public community server)."""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest request body accepted outside upload endpoints."""
+
+    session_days: int = Field(default=14, ge=1, le=365)
+    """How long a sign-in session lives without activity."""
+
+    login_max_failures: int = Field(default=5, ge=1)
+    """Failed sign-ins per email address within ``login_window_minutes`` before a pause."""
+
+    login_window_minutes: int = Field(default=15, ge=1)
+    """Window over which failed sign-ins are counted."""
+
+    job_lease_seconds: int = Field(default=60, ge=5)
+    """How long a claimed job stays leased without a heartbeat."""
+
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    """Default number of attempts before a job is marked failed."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            if not path.is_file():
+                raise ConfigurationError(f"config file {path} (LORALOOP_CONFIG) does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.env is Environment.development:
+            return self
+        problems = []
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET:
+            problems.append(
+                "LORALOOP_SECRET_KEY is the published development default; set a random value "
+                "(or leave it empty to generate one in the data folder)"
+            )
+        if (
+            not is_loopback(self.host)
+            and self.registration is Registration.open
+            and not self.allow_public_signup
+        ):
+            problems.append(
+                f"LORALOOP_HOST={self.host} is reachable from other machines while anyone may "
+                "sign up; set LORALOOP_REGISTRATION=invite or closed, set "
+                "LORALOOP_ALLOW_PUBLIC_SIGNUP=true on purpose, or bind to 127.0.0.1"
+            )
+        if problems:
+            raise ConfigurationError("refusing unsafe settings: " + "; ".join(problems))
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'loraloop.db').resolve()}"
+
+    def secret(self) -> str:
+        """The secret key, generating and storing one in the data folder on first use."""
+        value = self.secret_key.get_secret_value()
+        if value:
+            return value
+        path = self.home / "secret.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()

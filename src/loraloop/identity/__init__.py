@@ -1,0 +1,1 @@
+"""identity: accounts, sessions, invites, API keys and sign-in throttling."""

@@ -1,0 +1,62 @@
+"""Registered job kinds: what runs in the worker's subprocess for each ``kind``.
+
+Each kind names a module holding ``validate(payload) -> payload`` (run on the server when the
+job is enqueued) and ``run(payload, report) -> result`` (run in the worker's child process).
+Modules are named by dotted path so the child imports only what it needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loraloop.errors import InvalidRequest
+
+__all__ = ["KINDS", "Handler", "JobKind", "get", "load_handler", "validate_payload"]
+
+Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    module: str
+    """Dotted module path holding ``validate`` and ``run``."""
+    submittable: bool
+    """Whether users may enqueue it directly through ``POST /api/jobs``."""
+    description: str
+
+
+KINDS: dict[str, JobKind] = {
+    kind.name: kind
+    for kind in [
+        JobKind(
+            "selftest",
+            "loraloop.jobs.selftest",
+            submittable=True,
+            description="Checks the worker: reports progress for a number of steps.",
+        ),
+    ]
+}
+
+
+def get(name: str, *, submitted: bool = False) -> JobKind:
+    kind = KINDS.get(name)
+    if kind is None or (submitted and not kind.submittable):
+        allowed = sorted(k.name for k in KINDS.values() if k.submittable or not submitted)
+        raise InvalidRequest(
+            f"job kind {name!r} is unknown; use one of: {', '.join(allowed)}", param="kind"
+        )
+    return kind
+
+
+def load_handler(kind: JobKind) -> Handler:
+    handler: Handler = importlib.import_module(kind.module).run
+    return handler
+
+
+def validate_payload(kind: JobKind, payload: dict[str, Any]) -> dict[str, Any]:
+    validated: dict[str, Any] = importlib.import_module(kind.module).validate(payload)
+    return validated

@@ -1,0 +1,305 @@
+"""The durable job queue. Every state change is one guarded UPDATE: the ``WHERE`` names the
+states it may start from and, for a worker's calls, the attempt (fencing) token, so a stale
+worker can never overwrite a newer attempt (the procrastinate / PgQueuer pattern).
+
+On PostgreSQL a claim locks its row with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers
+never wait on each other; SQLite serialises writers with ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, null, select, update
+from sqlalchemy.orm import Session
+
+from loraloop.db.engine import utcnow
+from loraloop.db.tables import Job, JobEvent, User
+from loraloop.errors import Conflict, NotFound
+from loraloop.jobs import kinds
+from loraloop.jobs.states import ACTIVE, OPERATIONS, Status
+
+__all__ = [
+    "add_event",
+    "cancel",
+    "claim",
+    "complete",
+    "enqueue",
+    "events_after",
+    "fail",
+    "get_own",
+    "heartbeat",
+    "list_own",
+    "reap",
+    "retry",
+    "start",
+]
+
+
+def enqueue(
+    session: Session,
+    owner: User,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    priority: int = 0,
+    max_attempts: int = 3,
+    submitted: bool = True,
+) -> Job:
+    """Validate the payload for its kind and queue the job."""
+    job_kind = kinds.get(kind, submitted=submitted)
+    job = Job(
+        owner_id=owner.id,
+        kind=job_kind.name,
+        status=Status.queued,
+        payload=kinds.validate_payload(job_kind, payload),
+        priority=priority,
+        attempts=0,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_own(session: Session, owner: User, job_id: int) -> Job:
+    """The job if ``owner`` owns it; another user's job is "not found", never "forbidden"."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner_id != owner.id:
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    return job
+
+
+def list_own(
+    session: Session, owner: User, *, status: str | None = None, limit: int = 50
+) -> list[Job]:
+    query = select(Job).where(Job.owner_id == owner.id)
+    if status is not None:
+        query = query.where(Job.status == Status(status))
+    return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
+
+
+def _from(operation: str) -> ColumnElement[bool]:
+    return Job.status.in_([s.value for s in OPERATIONS[operation][0]])
+
+
+def _refuse(
+    session: Session, job_id: int, operation: str, token: str | None
+) -> Conflict | NotFound:
+    """Explain why a guarded UPDATE matched no row."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return NotFound(f"job {job_id} not found", param="job_id")
+    allowed = [s.value for s in OPERATIONS[operation][0]]
+    if job.status not in allowed:
+        return Conflict(
+            f"job {job_id} is {job.status}; {operation} needs it to be {' or '.join(allowed)}",
+            code="illegal_transition",
+        )
+    return Conflict(
+        f"job {job_id}: attempt token {token!r} is stale (attempt {job.attempts} holds the "
+        "lease); this worker's result is discarded",
+        code="stale_attempt",
+    )
+
+
+def _guarded(
+    session: Session,
+    job_id: int,
+    operation: str,
+    values: dict[str, Any],
+    *,
+    token: str | None = None,
+    extra: Iterable[ColumnElement[bool]] = (),
+) -> Job:
+    conditions = [Job.id == job_id, _from(operation), *extra]
+    if token is not None:
+        conditions.append(Job.lease_token == token)
+    job = session.scalar(
+        update(Job)
+        .where(*conditions)
+        .values(**values)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    if job is None:
+        raise _refuse(session, job_id, operation, token)
+    return job
+
+
+def claim(
+    session: Session, worker_id: str, *, lease_seconds: int, kinds_: Iterable[str] | None = None
+) -> Job | None:
+    """Lease the next queued job (highest priority, oldest first), or None when idle."""
+    now = utcnow()
+    candidate = select(Job.id).where(Job.status == Status.queued)
+    if kinds_ is not None:
+        candidate = candidate.where(Job.kind.in_(list(kinds_)))
+    candidate = (
+        candidate.order_by(Job.priority.desc(), Job.id).limit(1).with_for_update(skip_locked=True)
+    )
+    return session.scalar(
+        update(Job)
+        .where(Job.id == candidate.scalar_subquery(), Job.status == Status.queued)
+        .values(
+            status=Status.leased,
+            lease_token=uuid.uuid4().hex,
+            worker_id=worker_id,
+            attempts=Job.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+        )
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+def start(session: Session, job_id: int, token: str) -> Job:
+    return _guarded(
+        session, job_id, "start", {"status": Status.running, "started_at": utcnow()}, token=token
+    )
+
+
+def heartbeat(session: Session, job_id: int, token: str, *, lease_seconds: int) -> Job:
+    """Extend the lease. A Conflict tells the worker to stop: cancelled, or lease lost."""
+    now = utcnow()
+    return _guarded(
+        session,
+        job_id,
+        "heartbeat",
+        {"heartbeat_at": now, "lease_expires_at": now + timedelta(seconds=lease_seconds)},
+        token=token,
+    )
+
+
+def _finished(status: Status, **values: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "finished_at": utcnow(),
+        **values,
+    }
+
+
+def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) -> Job:
+    """Record success; idempotent for the same attempt only in the sense that a second call
+    finds the job finished and is refused without changing it."""
+    return _guarded(
+        session,
+        job_id,
+        "complete",
+        _finished(Status.succeeded, result=result, error=None),
+        token=token,
+    )
+
+
+def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bool = False) -> Job:
+    """Record a failure; a retryable one goes back to the queue while attempts remain."""
+    again = and_(literal(retryable), Job.attempts < Job.max_attempts)
+    return _guarded(
+        session,
+        job_id,
+        "fail",
+        {
+            "status": case(
+                (again, literal(Status.queued.value)), else_=literal(Status.failed.value)
+            ),
+            "finished_at": case((again, null()), else_=utcnow()),
+            "worker_id": case((again, null()), else_=Job.worker_id),
+            "lease_token": None,
+            "lease_expires_at": None,
+            "error": error,
+        },
+        token=token,
+    )
+
+
+def cancel(session: Session, owner: User, job_id: int) -> Job:
+    get_own(session, owner, job_id)
+    return _guarded(
+        session, job_id, "cancel", _finished(Status.cancelled, error="cancelled by owner")
+    )
+
+
+def retry(session: Session, owner: User, job_id: int) -> Job:
+    """Queue a failed or cancelled job again with a fresh attempt budget."""
+    get_own(session, owner, job_id)
+    return _guarded(
+        session,
+        job_id,
+        "retry",
+        {
+            "status": Status.queued,
+            "attempts": 0,
+            "error": None,
+            "finished_at": None,
+            "worker_id": None,
+            "result": None,
+        },
+    )
+
+
+def reap(session: Session) -> tuple[list[int], list[int]]:
+    """Take back expired leases: re-queue while attempts remain, else fail with the reason.
+    Returns (requeued ids, failed ids)."""
+    now = utcnow()
+    expired = [Job.status.in_([s.value for s in ACTIVE]), Job.lease_expires_at < now]
+    failed = session.scalars(
+        update(Job)
+        .where(*expired, Job.attempts >= Job.max_attempts)
+        .values(
+            _finished(
+                Status.failed,
+                error="the worker stopped sending heartbeats and no attempts are left "
+                "(max_attempts reached)",
+            )
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    requeued = session.scalars(
+        update(Job)
+        .where(*expired, Job.attempts < Job.max_attempts)
+        .values(
+            status=Status.queued,
+            lease_token=None,
+            lease_expires_at=None,
+            worker_id=None,
+            error="lease expired: the worker stopped sending heartbeats; retrying",
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(requeued), list(failed)
+
+
+def add_event(
+    session: Session, job_id: int, token: str, data: dict[str, Any], *, lease_seconds: int
+) -> JobEvent:
+    """Append a progress event from the attempt that holds the lease (it also extends it)."""
+    job = heartbeat(session, job_id, token, lease_seconds=lease_seconds)
+    seq = session.scalar(
+        select(func.coalesce(func.max(JobEvent.seq), 0)).where(JobEvent.job_id == job_id)
+    )
+    event = JobEvent(job_id=job_id, seq=(seq or 0) + 1, attempt=job.attempts, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def events_after(
+    session: Session, owner: User, job_id: int, after: int = 0, limit: int = 500
+) -> list[JobEvent]:
+    get_own(session, owner, job_id)
+    return list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > after)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
+    )

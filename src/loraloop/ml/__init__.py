@@ -1,0 +1,1 @@
+"""engine: models, training, evaluation, inference. Imports nothing from the platform."""

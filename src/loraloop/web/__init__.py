@@ -1,0 +1,1 @@
+"""Interfaces: server-rendered HTML pages in Japanese and English."""
