@@ -125,7 +125,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
-        if self.env is Environment.development:
+        if self.env == Environment.development:
             return self
         problems = []
         if self.secret_key.get_secret_value() == DEFAULT_SECRET:
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
             )
         if (
             not is_loopback(self.host)
-            and self.registration is Registration.open
+            and self.registration == Registration.open
             and not self.allow_public_signup
         ):
             problems.append(

@@ -91,11 +91,11 @@ async def _on_validation(request: Request, exc: Exception) -> Response:
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     cls = _BY_STATUS.get(exc.status_code, InvalidRequest)
-    message = (
-        "no such page or endpoint; see /docs for the API"
-        if exc.status_code == 404
-        else str(exc.detail)
-    )
+    messages = {
+        404: "no such page or endpoint; see /docs for the API",
+        405: f"{request.method} is not allowed on {request.url.path}; see /docs for its methods",
+    }
+    message = messages.get(exc.status_code, str(exc.detail))
     response = _respond(request, cls(message))
     response.status_code = exc.status_code
     return response

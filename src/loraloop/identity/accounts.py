@@ -114,11 +114,11 @@ def sign_up(
     if invite:
         found = session.scalar(select(Invite).where(Invite.code_hash == digest(invite)))
         role = found.role if found is not None else "member"
-    elif settings.registration is Registration.invite:
+    elif settings.registration == Registration.invite:
         raise PermissionDenied(
             "sign-up on this server needs an invite code from an admin", code="invite_required"
         )
-    elif settings.registration is Registration.closed:
+    elif settings.registration == Registration.closed:
         raise PermissionDenied("sign-up on this server is closed", code="registration_closed")
     user = create_user(
         session,

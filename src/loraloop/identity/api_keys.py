@@ -2,7 +2,8 @@
 as its SHA-256; the ``ll_<public id>`` prefix is shown in lists so people recognise a key.
 
 Scopes: ``inference:*`` (every deployment of the owner), ``inference:<deployment>``,
-``manage`` (the REST API, acting as the owner).
+``manage`` (the REST API, acting as the owner), ``worker`` (the job protocol under
+``/api/worker``; only an admin's key may carry it until provider accounts exist).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.db.engine import utcnow
 from loraloop.db.tables import ApiKey, User
-from loraloop.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
+from loraloop.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, Unauthenticated
 from loraloop.identity.tokens import digest, new_secret, same
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 PREFIX = "ll"
 DEFAULT_SCOPES = ("inference:*",)
 _PUBLIC_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-_SCOPE = re.compile(r"^(manage|inference:\*|inference:[a-z0-9][a-z0-9._-]{0,63})$")
+_SCOPE = re.compile(r"^(manage|worker|inference:\*|inference:[a-z0-9][a-z0-9._-]{0,63})$")
 _WINDOW = 60
 
 
@@ -45,9 +46,7 @@ class IssuedKey:
     secret: str
 
     def __repr__(self) -> str:  # the secret never shows up in logs or tracebacks
-        return (
-            f"IssuedKey(key_id={self.key.id}, prefix={self.key.prefix!r}, secret=[secure])"
-        )
+        return f"IssuedKey(key_id={self.key.id}, prefix={self.key.prefix!r}, secret=[secure])"
 
 
 def validate_scopes(scopes: list[str]) -> list[str]:
@@ -55,7 +54,7 @@ def validate_scopes(scopes: list[str]) -> list[str]:
     if bad or not scopes:
         raise InvalidRequest(
             f"unknown scopes {bad or '[]'}; use 'inference:*', 'inference:<deployment>' or "
-            "'manage'",
+            "'manage' or 'worker'",
             param="scopes",
         )
     return sorted(set(scopes))
@@ -79,6 +78,11 @@ def create(
         problems.append(f"expires_in_days {expires_in_days} must be 1 to 3650")
     if problems:
         raise InvalidRequest("; ".join(problems), code="invalid_api_key")
+    scopes = validate_scopes(list(scopes or DEFAULT_SCOPES))
+    if "worker" in scopes and user.role != "admin":
+        raise PermissionDenied(
+            "only admins may create keys with the 'worker' scope", code="admin_only_scope"
+        )
     public_id = "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(10))
     secret = f"{PREFIX}_{public_id}_{new_secret(32)}"
     key = ApiKey(
@@ -86,7 +90,7 @@ def create(
         name=name.strip(),
         public_id=public_id,
         secret_hash=digest(secret),
-        scopes=validate_scopes(list(scopes or DEFAULT_SCOPES)),
+        scopes=scopes,
         rate_limit_per_minute=rate_limit_per_minute,
         window_start=0,
         window_count=0,

@@ -1,0 +1,108 @@
+"""A user cannot see or touch another user's things: every route with a path id answers 404
+for someone else's id, exactly as for an id that does not exist (never 403).
+
+The routes come from the app itself, so a new route with an id is covered automatically; a
+path parameter without a factory below fails the test until one is added."""
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from loraloop.db.engine import Database
+from loraloop.db.tables import User
+from loraloop.identity import api_keys
+from tests.factories import make_job, make_key, make_user, sign_in
+
+# Routes whose ids are not owner-scoped; why, and where that is tested instead.
+NOT_OWNER_SCOPED = {
+    "/api/worker/": "worker protocol: worker-scoped admin keys and lease tokens (test_worker_api)",
+}
+
+OWNED: dict[str, Callable[[Database, User], int]] = {
+    "job_id": lambda db, user: make_job(db, user).id,
+    "key_id": lambda db, user: _key_id(db, user),
+}
+
+
+def _key_id(db: Database, user: User) -> int:
+    with db.session() as session:
+        return api_keys.create(session, user, name="victim's key").key.id
+
+
+def _operations(app: FastAPI) -> list[tuple[str, str, list[str]]]:
+    """(method, path, path parameter names) of every documented operation."""
+    found = []
+    for path, item in app.openapi()["paths"].items():
+        for method, operation in item.items():
+            params = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            found.append((method.upper(), path, params))
+    return found
+
+
+def _routes_with_ids(app: FastAPI) -> list[tuple[str, str, list[str]]]:
+    return [
+        (method, path, params)
+        for method, path, params in _operations(app)
+        if params and not path.startswith(tuple(NOT_OWNER_SCOPED))
+    ]
+
+
+def test_every_id_route_is_covered(app: FastAPI) -> None:
+    routes = _routes_with_ids(app)
+    assert routes, "expected routes with path ids"
+    missing = {p for _, _, params in routes for p in params if p not in OWNED}
+    assert not missing, f"add a factory to OWNED for path parameters: {missing}"
+
+
+@pytest.mark.parametrize("auth", ["cookie", "bearer"])
+def test_other_users_ids_look_like_missing_ones(
+    app: FastAPI, client: TestClient, db: Database, auth: str
+) -> None:
+    victim, intruder = make_user(db), make_user(db)
+    ids = {name: factory(db, victim) for name, factory in OWNED.items()}
+    if auth == "cookie":
+        sign_in(client, intruder)
+    else:
+        client.headers["Authorization"] = f"Bearer {make_key(db, intruder, scopes=['manage'])}"
+    checked = 0
+    for method, path, params in _routes_with_ids(app):
+        url = path.format(**{p: ids[p] for p in params})
+        missing = path.format(**{p: 999_999 for p in params})
+        theirs = client.request(method, url, json={} if method != "GET" else None)
+        absent = client.request(method, missing, json={} if method != "GET" else None)
+        assert theirs.status_code == 404, f"{method} {url} gave {theirs.status_code}"
+        assert absent.status_code == 404
+        assert theirs.json()["error"]["type"] == absent.json()["error"]["type"] == "not_found_error"
+        checked += 1
+    assert checked >= 7
+    # and nothing of the victim's changed: the job is still queued, the key still active
+    owner = TestClient(app, base_url="http://127.0.0.1:8000")
+    sign_in(owner, victim)
+    assert owner.get(f"/api/jobs/{ids['job_id']}").json()["status"] == "queued"
+    assert owner.get(f"/api/keys/{ids['key_id']}").json()["revoked_at"] is None
+
+
+def test_lists_only_show_own_things(client: TestClient, db: Database) -> None:
+    victim, intruder = make_user(db), make_user(db)
+    make_job(db, victim)
+    make_key(db, victim)
+    sign_in(client, intruder)
+    assert client.get("/api/jobs").json() == []
+    assert client.get("/api/keys").json() == []
+
+
+PUBLIC = ("/api/auth/signup", "/api/auth/signin")
+
+
+def test_anonymous_requests_are_refused(app: FastAPI, client: TestClient) -> None:
+    checked = 0
+    for method, path, params in _operations(app):
+        if not path.startswith("/api/") or path.startswith(PUBLIC):
+            continue
+        url = path.format(**dict.fromkeys(params, 1))
+        response = client.request(method, url)
+        assert response.status_code == 401, f"{method} {url} gave {response.status_code}"
+        checked += 1
+    assert checked >= 10
