@@ -68,7 +68,9 @@ def db(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        env="development", home=tmp_path / "home", database_url=database_url,
+        env="development",
+        home=tmp_path / "home",
+        database_url=database_url,
         secret_key="test-secret-key-not-default",
     )
 

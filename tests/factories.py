@@ -16,10 +16,15 @@ PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
 
 
-def make_user(db: Database, *, email: str | None = None, role: str = "member", password: str = PASSWORD) -> User:
+def make_user(
+    db: Database, *, email: str | None = None, role: str = "member", password: str = PASSWORD
+) -> User:
     with db.session() as session:
         return accounts.create_user(
-            session, email=email or f"user{next(_counter)}@example.com", password=password, role=role
+            session,
+            email=email or f"user{next(_counter)}@example.com",
+            password=password,
+            role=role,
         )
 
 

@@ -31,7 +31,9 @@ def test_session_token_is_stored_hashed(client: TestClient, db: Database) -> Non
     assert token not in rows[0].token_hash
 
 
-def test_sign_in_rotates_the_session(client: TestClient, other_client: TestClient, db: Database) -> None:
+def test_sign_in_rotates_the_session(
+    client: TestClient, other_client: TestClient, db: Database
+) -> None:
     user = make_user(db)
     sign_in(client, user)
     old = client.cookies[sessions.COOKIE]
@@ -63,7 +65,9 @@ def test_cookie_mutations_need_the_csrf_token(client: TestClient, db: Database) 
 
 def test_bearer_key_with_manage_scope_needs_no_csrf(client: TestClient, db: Database) -> None:
     secret = make_key(db, make_user(db), scopes=["manage"])
-    response = client.post("/api/keys", json={"name": "by key"}, headers={"Authorization": f"Bearer {secret}"})
+    response = client.post(
+        "/api/keys", json={"name": "by key"}, headers={"Authorization": f"Bearer {secret}"}
+    )
     assert response.status_code == 201
 
 
@@ -106,7 +110,9 @@ def test_admin_routes_are_invisible_to_members(client: TestClient, db: Database)
     assert client.post("/api/admin/invites", json={}).status_code == 404
 
 
-def test_admin_invite_creates_an_admin_in_closed_mode(client: TestClient, other_client: TestClient, db: Database) -> None:
+def test_admin_invite_creates_an_admin_in_closed_mode(
+    client: TestClient, other_client: TestClient, db: Database
+) -> None:
     sign_in(client, make_user(db, role="admin"))
     invite = client.post("/api/admin/invites", json={"role": "admin"}).json()
     assert invite["signup_url"].endswith(f"/signup?invite={invite['code']}")

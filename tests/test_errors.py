@@ -25,14 +25,56 @@ class _Chunks:
 
 CASES = [
     # name, method, path, kwargs, status, words expected in the message
-    ("malformed json", "POST", "/api/jobs", {"content": b"{'kind':", "headers": JSON}, 400, "not valid JSON"),
-    ("unknown field", "POST", "/api/jobs", {"json": {"kind": "selftest", "colour": "red"}}, 400, "unknown field 'colour'"),
+    (
+        "malformed json",
+        "POST",
+        "/api/jobs",
+        {"content": b"{'kind':", "headers": JSON},
+        400,
+        "not valid JSON",
+    ),
+    (
+        "unknown field",
+        "POST",
+        "/api/jobs",
+        {"json": {"kind": "selftest", "colour": "red"}},
+        400,
+        "unknown field 'colour'",
+    ),
     ("missing field", "POST", "/api/keys", {"json": {}}, 400, "'name' is required"),
-    ("wrong type", "POST", "/api/jobs", {"json": {"kind": "selftest", "priority": "high"}}, 400, "priority"),
+    (
+        "wrong type",
+        "POST",
+        "/api/jobs",
+        {"json": {"kind": "selftest", "priority": "high"}},
+        400,
+        "priority",
+    ),
     ("unknown job kind", "POST", "/api/jobs", {"json": {"kind": "mine-bitcoin"}}, 400, "selftest"),
-    ("bad payload", "POST", "/api/jobs", {"json": {"kind": "selftest", "payload": {"steps": 0, "x": 1}}}, 400, "steps 0"),
-    ("oversized body", "POST", "/api/jobs", {"content": b"x" * 1_100_000, "headers": JSON}, 413, "byte limit"),
-    ("oversized stream", "POST", "/api/jobs", {"content": _Chunks(1_100_000), "headers": JSON}, 413, "byte limit"),
+    (
+        "bad payload",
+        "POST",
+        "/api/jobs",
+        {"json": {"kind": "selftest", "payload": {"steps": 0, "x": 1}}},
+        400,
+        "steps 0",
+    ),
+    (
+        "oversized body",
+        "POST",
+        "/api/jobs",
+        {"content": b"x" * 1_100_000, "headers": JSON},
+        413,
+        "byte limit",
+    ),
+    (
+        "oversized stream",
+        "POST",
+        "/api/jobs",
+        {"content": _Chunks(1_100_000), "headers": JSON},
+        413,
+        "byte limit",
+    ),
     ("bad query", "GET", "/api/jobs", {"params": {"limit": "lots"}}, 400, "limit"),
     ("bad status filter", "GET", "/api/jobs", {"params": {"status": "sleeping"}}, 400, "status"),
     ("bad path id", "GET", "/api/jobs/abc", {}, 400, "job_id"),
@@ -45,8 +87,14 @@ CASES = [
     ("name", "method", "path", "kwargs", "status", "words"), CASES, ids=[c[0] for c in CASES]
 )
 def test_bad_input(
-    client: TestClient, db: Database, name: str, method: str, path: str, kwargs: dict[str, object],
-    status: int, words: str,
+    client: TestClient,
+    db: Database,
+    name: str,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    words: str,
 ) -> None:
     sign_in(client, make_user(db))
     response = client.request(method, path, **kwargs)  # type: ignore[arg-type]

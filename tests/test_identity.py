@@ -38,7 +38,10 @@ MODES = [
 
 @pytest.mark.parametrize(("mode", "invite_role", "error"), MODES)
 def test_registration_modes(
-    db: Database, settings: Settings, mode: str, invite_role: str | None,
+    db: Database,
+    settings: Settings,
+    mode: str,
+    invite_role: str | None,
     error: type[LoraloopError] | None,
 ) -> None:
     settings = settings.model_copy(update={"registration": mode})
@@ -106,7 +109,11 @@ def test_unknown_user_and_wrong_password_look_the_same(
     )
     unknown = _attempt(db, settings, "nobody@example.com", PASSWORD)
     wrong = _attempt(db, settings, user.email, "wrong password!")
-    assert (type(unknown), unknown.message, unknown.code) == (type(wrong), wrong.message, wrong.code)
+    assert (type(unknown), unknown.message, unknown.code) == (
+        type(wrong),
+        wrong.message,
+        wrong.code,
+    )
     assert isinstance(unknown, Unauthenticated)
     # both paths ran exactly one argon2id verification, so they cost the same time
     assert calls == ["$argon2id", "$argon2id"]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
 from loraloop.db.engine import Database
-from loraloop.db.tables import User, WebSession
+from loraloop.db.tables import ApiKey, User, WebSession
 from loraloop.errors import NotFound, PermissionDenied, Unauthenticated
 from loraloop.identity import api_keys, sessions
 from loraloop.identity.tokens import same
@@ -64,7 +64,7 @@ DbSession = Annotated[Session, Depends(_session, scope="function")]
 class Auth:
     user: User
     web_session: WebSession | None = None
-    key: api_keys.ApiKey | None = None
+    key: ApiKey | None = None
 
 
 def bearer_secret(request: Request) -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from loraloop.config import Registration, Settings
-from loraloop.db.engine import Database, utcnow
+from loraloop.db.engine import Database, rowcount, utcnow
 from loraloop.db.tables import Invite, User
 from loraloop.errors import Conflict, InvalidRequest, PermissionDenied, Unauthenticated
 from loraloop.identity import passwords, throttle
@@ -91,7 +91,7 @@ def _take_invite(session: Session, code: str, user_id: int) -> None:
         .where(Invite.code_hash == digest(code), Invite.used_at.is_(None), Invite.expires_at > now)
         .values(used_at=now, used_by=user_id)
     )
-    if taken.rowcount != 1:
+    if rowcount(taken) != 1:
         raise InvalidRequest(
             "this invite code is unknown, already used or expired; ask an admin for a new one",
             code="invalid_invite",

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from loraloop.db.engine import utcnow
+from loraloop.db.engine import rowcount, utcnow
 from loraloop.db.tables import ApiKey, User
 from loraloop.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, Unauthenticated
 from loraloop.identity.tokens import digest, new_secret, same
@@ -176,7 +176,7 @@ def _spend(session: Session, key: ApiKey) -> None:
         )
         .execution_options(synchronize_session=False)
     )
-    if spent.rowcount != 1:
+    if rowcount(spent) != 1:
         retry = _WINDOW - int(time.time()) % _WINDOW
         raise RateLimited(
             f"rate limit of {key.rate_limit_per_minute} requests per minute reached for key "

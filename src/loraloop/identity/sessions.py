@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from loraloop.db.engine import utcnow
+from loraloop.db.engine import rowcount, utcnow
 from loraloop.db.tables import User, WebSession
 from loraloop.identity.tokens import digest, new_secret
 
@@ -61,7 +61,7 @@ def end(session: Session, token: str) -> None:
 
 
 def prune(session: Session) -> int:
-    return session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow())).rowcount
+    return rowcount(session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow())))
 
 
 def sessions_of(session: Session, user_id: int) -> list[WebSession]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from loraloop.db.engine import utcnow
+from loraloop.db.engine import rowcount, utcnow
 from loraloop.db.tables import LoginFailure
 from loraloop.errors import RateLimited
 from loraloop.identity.tokens import digest
@@ -51,4 +51,4 @@ def clear(session: Session, email: str) -> None:
 def prune(session: Session, *, window_minutes: int) -> int:
     """Delete failures too old to matter; returns how many went."""
     since = utcnow() - timedelta(minutes=window_minutes)
-    return session.execute(delete(LoginFailure).where(LoginFailure.at < since)).rowcount
+    return rowcount(session.execute(delete(LoginFailure).where(LoginFailure.at < since)))

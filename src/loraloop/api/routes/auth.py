@@ -88,6 +88,7 @@ def sign_out(request: Request, response: Response, auth: CurrentAuth, session: D
 
 @router.get("/me")
 def me(user: CurrentUser) -> UserPublic:
+    """The signed-in account."""
     return UserPublic.model_validate(user)
 
 

@@ -22,6 +22,7 @@ Status = Literal["queued", "leased", "running", "succeeded", "failed", "cancelle
 
 @router.post("", status_code=201)
 def create_job(body: JobCreate, user: CurrentUser, session: DbSession) -> JobPublic:
+    """Queue a job of a submittable kind; its payload is validated for that kind."""
     job = queue.enqueue(
         session,
         user,
@@ -40,6 +41,7 @@ def list_jobs(
     status: Status | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[JobPublic]:
+    """Your jobs, newest first, optionally filtered by status."""
     return [
         JobPublic.model_validate(j)
         for j in queue.list_own(session, user, status=status, limit=limit)
@@ -48,6 +50,7 @@ def list_jobs(
 
 @router.get("/{job_id}")
 def get_job(job_id: int, user: CurrentUser, session: DbSession) -> JobPublic:
+    """One of your jobs (404 for anyone else\'s)."""
     return JobPublic.model_validate(queue.get_own(session, user, job_id))
 
 

@@ -32,11 +32,13 @@ def create_key(body: KeyCreate, user: CurrentUser, session: DbSession) -> KeyCre
 
 @router.get("")
 def list_keys(user: CurrentUser, session: DbSession) -> list[KeyPublic]:
+    """Your keys, oldest first, without their secrets."""
     return [_public(k) for k in api_keys.list_own(session, user)]
 
 
 @router.get("/{key_id}")
 def get_key(key_id: int, user: CurrentUser, session: DbSession) -> KeyPublic:
+    """One of your keys (404 for anyone else's)."""
     return _public(api_keys.get_own(session, user, key_id))
 
 
