@@ -1,13 +1,14 @@
 """Accounts, invites and sign-in rules at the service level."""
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from loraloop.config import Settings
-from loraloop.db.engine import Database
-from loraloop.db.tables import User
+from loraloop.db.engine import Database, utcnow
+from loraloop.db.tables import LoginFailure, User, WebSession
 from loraloop.errors import (
     Conflict,
     InvalidRequest,
@@ -16,7 +17,8 @@ from loraloop.errors import (
     RateLimited,
     Unauthenticated,
 )
-from loraloop.identity import accounts, passwords
+from loraloop.identity import accounts, passwords, sessions
+from loraloop.identity.tokens import digest
 from tests.factories import PASSWORD, make_user
 
 
@@ -136,3 +138,19 @@ def test_success_clears_failures(db: Database, settings: Settings) -> None:
     accounts.sign_in(db, settings, email=user.email, password=PASSWORD, client="10.0.0.1")
     for _ in range(settings.login_max_failures - 1):
         assert isinstance(_attempt(db, settings, user.email, "wrong password!"), Unauthenticated)
+
+
+def test_old_failures_and_expired_sessions_are_pruned(db: Database, settings: Settings) -> None:
+    user = make_user(db)
+    _attempt(db, settings, user.email, "wrong password!")
+    with db.session() as session:
+        old = utcnow() - timedelta(minutes=settings.login_window_minutes + 1)
+        session.execute(update(LoginFailure).values(at=old))
+        stale = sessions.start(session, user, days=1)
+        session.execute(update(WebSession).values(expires_at=old))
+    accounts.sign_in(db, settings, email=user.email, password=PASSWORD, client="10.0.0.2")
+    with db.session() as session:
+        sessions.start(session, user, days=1)
+    with db.session() as session:
+        assert session.scalars(select(LoginFailure)).all() == []
+        assert session.get(WebSession, digest(stale.token)) is None

@@ -138,6 +138,7 @@ def sign_in(db: Database, settings: Settings, *, email: str, password: str, clie
     email = normalise_email(email)
     limit, window = settings.login_max_failures, settings.login_window_minutes
     with db.session() as session:
+        throttle.prune(session, window_minutes=window)
         throttle.check(session, email, client, limit=limit, window_minutes=window)
         user = session.scalar(select(User).where(User.email == email))
         if user is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from loraloop.db.engine import rowcount, utcnow
@@ -30,6 +30,7 @@ def start(
     """Begin a session for ``user``; the cookie's old session (if any) is ended (rotation)."""
     if replacing:
         end(session, replacing)
+    prune(session)  # keeps the table small without a separate cleanup process
     token, csrf = new_secret(32), new_secret(32)
     session.add(
         WebSession(
@@ -61,8 +62,6 @@ def end(session: Session, token: str) -> None:
 
 
 def prune(session: Session) -> int:
+    """Delete expired sessions; returns how many went."""
     return rowcount(session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow())))
 
-
-def sessions_of(session: Session, user_id: int) -> list[WebSession]:
-    return list(session.scalars(select(WebSession).where(WebSession.user_id == user_id)))
