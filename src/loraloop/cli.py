@@ -68,6 +68,7 @@ def main(
 def _run(settings: Settings, *, local_worker: bool) -> None:
     import uvicorn
 
+    from loraloop import logs
     from loraloop.api.app import create_app
 
     settings.secret()  # generated into the data folder on first start
@@ -87,8 +88,10 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
         typer.echo("  or run: loraloop admin create --email you@example.com")
     else:
         typer.echo(f"  Open {url} and sign in.")
+    app_ = create_app(settings, db, local_worker=local_worker)
+    logs.configure()
     uvicorn.run(
-        create_app(settings, db, local_worker=local_worker),
+        app_,
         host=settings.host,
         port=settings.port,
         log_level="info",

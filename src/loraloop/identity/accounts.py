@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -157,7 +157,7 @@ def sign_in(db: Database, settings: Settings, *, email: str, password: str, clie
 
 @dataclass(frozen=True)
 class IssuedInvite:
-    code: str
+    code: str = field(repr=False)
     role: str
     expires_in_days: int
 

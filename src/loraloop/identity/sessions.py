@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import delete
@@ -19,8 +19,8 @@ COOKIE = "loraloop_session"
 
 @dataclass(frozen=True)
 class IssuedSession:
-    token: str
-    csrf_token: str
+    token: str = field(repr=False)
+    csrf_token: str = field(repr=False)
     max_age: int
 
 
@@ -64,4 +64,3 @@ def end(session: Session, token: str) -> None:
 def prune(session: Session) -> int:
     """Delete expired sessions; returns how many went."""
     return rowcount(session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow())))
-
