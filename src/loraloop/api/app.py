@@ -11,6 +11,7 @@ from loraloop import __version__
 from loraloop.api import errors
 from loraloop.api.limits import BodyLimit
 from loraloop.api.routes import admin, auth, health, jobs, keys
+from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.jobs.runner import LocalWorker
@@ -46,7 +47,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     errors.install(app)
-    for module in (health, auth, keys, jobs, admin):
+    for module in (health, auth, keys, jobs, admin, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 

@@ -25,7 +25,11 @@ def _emit(channel: IO[str], message: dict[str, Any]) -> None:
 
 def main() -> int:
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    sys.stdout = sys.stderr  # handler output must not reach the protocol channel
+    # Handler output must not reach the protocol channel: rebind Python's stdout, and point
+    # file descriptor 1 at stderr too, for native libraries and subprocesses that write to it.
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
     spec = json.loads(sys.stdin.read())
     handler = kinds.load_handler(kinds.get(spec["kind"]))
     try:

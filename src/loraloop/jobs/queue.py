@@ -89,12 +89,15 @@ def _from(operation: str) -> ColumnElement[bool]:
 def _refuse(
     session: Session, job_id: int, operation: str, token: str | None
 ) -> Conflict | NotFound:
-    """Explain why a guarded UPDATE matched no row."""
+    """Explain why a guarded UPDATE matched no row. A worker whose lease another attempt now
+    holds hears ``stale_attempt`` whatever state that attempt has reached; otherwise a job in
+    the wrong state gives ``illegal_transition``."""
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return NotFound(f"job {job_id} not found", param="job_id")
     allowed = [s.value for s in OPERATIONS[operation][0]]
-    if job.status not in allowed:
+    superseded = token is not None and job.lease_token not in (None, token)
+    if job.status not in allowed and not superseded:
         return Conflict(
             f"job {job_id} is {job.status}; {operation} needs it to be {' or '.join(allowed)}",
             code="illegal_transition",
@@ -186,15 +189,22 @@ def _finished(status: Status, **values: Any) -> dict[str, Any]:
 
 
 def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) -> Job:
-    """Record success; idempotent for the same attempt only in the sense that a second call
-    finds the job finished and is refused without changing it."""
-    return _guarded(
-        session,
-        job_id,
-        "complete",
-        _finished(Status.succeeded, result=result, error=None),
-        token=token,
-    )
+    """Record success. Idempotent for the attempt that succeeded: the job keeps that attempt's
+    token, so a worker repeating a completion whose response it lost gets the job back, while
+    any other token or state is refused without changing anything."""
+    try:
+        return _guarded(
+            session,
+            job_id,
+            "complete",
+            {**_finished(Status.succeeded, result=result, error=None), "lease_token": token},
+            token=token,
+        )
+    except Conflict:
+        job = session.get(Job, job_id)
+        if job is not None and job.status == Status.succeeded and job.lease_token == token:
+            return job
+        raise
 
 
 def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bool = False) -> Job:

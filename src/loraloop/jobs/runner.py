@@ -7,9 +7,12 @@ as soon as a heartbeat is refused (the job was cancelled or its lease was taken 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,15 +107,39 @@ class LocalWorker:
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            start_new_session=True,  # its own process group: a kill reaches its children too
         )
         assert child.stdin is not None
         assert child.stdout is not None
-        child.stdin.write(json.dumps({"kind": job.kind, "payload": job.payload}))
-        child.stdin.close()
+        try:
+            child.stdin.write(json.dumps({"kind": job.kind, "payload": job.payload}))
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died before reading its job; its exit code tells the story
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(child.stdout, lines), daemon=True)
         reader.start()
         outcome = _Outcome()
+        try:
+            self._follow(job, token, child, lines, outcome)
+        except BaseException:
+            _kill(child)  # whatever went wrong here (the database too), no child outlives it
+            raise
+        finally:
+            code = child.wait()
+            reader.join(timeout=5)
+            child.stdout.close()
+        return outcome, code
+
+    def _follow(
+        self,
+        job: Job,
+        token: str,
+        child: subprocess.Popen[str],
+        lines: queue.Queue[str | None],
+        outcome: _Outcome,
+    ) -> None:
+        """Forward the child's messages and heartbeat until it exits or must be stopped."""
         beat_every = self.lease_seconds / 3
         last_beat = time.monotonic()
         while True:
@@ -121,25 +148,22 @@ class LocalWorker:
             except queue.Empty:
                 line = ""
             if line is None:
-                break
+                return
             try:
-                if line:
-                    self._handle(job, token, json.loads(line), outcome)
+                message = _parse(line) if line else None
+                if message is not None:
+                    self._handle(job, token, message, outcome)
                     last_beat = time.monotonic()
-                elif time.monotonic() - last_beat >= beat_every or self._stop.is_set():
-                    if self._stop.is_set():
-                        raise Conflict("the worker is shutting down")
+                if self._stop.is_set():
+                    raise Conflict("the worker is shutting down")
+                if message is None and time.monotonic() - last_beat >= beat_every:
                     with self.db.session() as session:
                         jobs.heartbeat(session, job.id, token, lease_seconds=self.lease_seconds)
                     last_beat = time.monotonic()
             except (Conflict, NotFound):
                 outcome.stopped = True
-                child.kill()
-                break
-        code = child.wait()
-        reader.join(timeout=5)
-        child.stdout.close()
-        return outcome, code
+                _kill(child)
+                return
 
     def _handle(self, job: Job, token: str, message: dict[str, Any], outcome: _Outcome) -> None:
         kind = message.get("type")
@@ -176,8 +200,26 @@ class LocalWorker:
             log.info("job %s finished after losing its lease: %s", job.id, exc.message)
 
 
+def _kill(child: subprocess.Popen[str]) -> None:
+    """Kill the job's whole process group (data loaders and the like included)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+
+
 def _tail(text: str) -> str:
     return f"\n--- last output ---\n{text.strip()}" if text.strip() else ""
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """One protocol message, or None for a line that is not one (stray output is ignored)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        log.warning("ignoring a line that is not a protocol message: %.200s", line)
+        return None
+    return message
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
