@@ -115,3 +115,10 @@ def test_members_cannot_mint_worker_keys(client: TestClient, db: Database) -> No
     sign_in(client, make_user(db))
     response = client.post("/api/keys", json={"name": "w", "scopes": ["worker"]})
     assert response.status_code == 403
+
+
+def test_refused_requests_count_against_the_limit(client: TestClient, db: Database) -> None:
+    secret = make_key(db, make_user(db), scopes=["manage"], rate_limit_per_minute=2)
+    for _ in range(2):  # bad requests still spend the key's budget
+        assert client.post("/api/keys", json={}, headers=_bearer(secret)).status_code == 400
+    assert client.get("/api/me", headers=_bearer(secret)).status_code == 429

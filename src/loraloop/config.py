@@ -80,13 +80,16 @@ class Settings(BaseSettings):
     """Port the web server binds to."""
 
     secret_key: SecretStr = SecretStr("")
-    """Signs CSRF and invite tokens; empty means generated once into ``<home>/secret.key``."""
+    """Server secret shared by all replicas; empty: generated once into ``<home>/secret.key``."""
 
     registration: Registration = Registration.open
     """Who may create an account: anyone (open), holders of an invite code, or nobody."""
 
     allow_public_signup: bool = False
     """Allow open registration while bound beyond loopback (a public community server)."""
+
+    secure_cookies: bool = False
+    """Mark cookies ``Secure``; turn on when users reach loraloop over HTTPS (or a TLS proxy)."""
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted outside upload endpoints."""

@@ -81,7 +81,7 @@ def optional_auth(request: Request, session: Session, settings: Settings) -> Aut
     """Who is asking, or None for an anonymous request. Invalid credentials raise."""
     secret = bearer_secret(request)
     if secret is not None:
-        user, key = api_keys.authenticate(session, secret, scope="manage")
+        user, key = api_keys.authenticate(_database(request), secret, scope="manage")
         return Auth(user=user, key=key)
     token = request.cookies.get(sessions.COOKIE)
     if not token:

@@ -62,7 +62,7 @@ def _describe(error: dict[str, Any]) -> str:
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     """Every problem in one message, each naming the field and the value."""
     messages = [_describe(e) for e in errors]
-    first = errors[0].get("loc", ()) if errors else ()
+    first = errors[0].get("loc", ()) if errors and errors[0].get("type") != "json_invalid" else ()
     param = ".".join(str(p) for p in first if p not in ("body", "query", "path")) or None
     return "; ".join(messages), param
 

@@ -134,23 +134,32 @@ def sign_up(
 
 
 def sign_in(db: Database, settings: Settings, *, email: str, password: str, client: str) -> User:
-    """Check a password. Unknown account and wrong password look and take the same."""
+    """Check a password. Unknown account and wrong password look and take the same.
+
+    The argon2 check runs between two short transactions, so sign-ins never queue behind
+    each other on SQLite's single writer."""
     email = normalise_email(email)
     limit, window = settings.login_max_failures, settings.login_window_minutes
     with db.session() as session:
         throttle.prune(session, window_minutes=window)
         throttle.check(session, email, client, limit=limit, window_minutes=window)
         user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            ok = passwords.verify_unknown_user(password)
-        else:
-            ok = passwords.verify_password(user.password_hash, password) and user.is_active
+    if user is None:
+        ok = passwords.verify_unknown_user(password)
+    else:
+        ok = passwords.verify_password(user.password_hash, password) and user.is_active
+    rehash = (
+        passwords.hash_password(password)
+        if ok and user and passwords.needs_rehash(user.password_hash)
+        else None
+    )
+    with db.session() as session:
         if not ok or user is None:
             throttle.record_failure(session, email, client)
         else:
             throttle.clear(session, email)
-            if passwords.needs_rehash(user.password_hash):
-                user.password_hash = passwords.hash_password(password)
+            if rehash is not None:
+                session.execute(update(User).where(User.id == user.id).values(password_hash=rehash))
             return user
     raise Unauthenticated(WRONG_CREDENTIALS, code="wrong_credentials")
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from loraloop.db.engine import rowcount, utcnow
+from loraloop.db.engine import Database, rowcount, utcnow
 from loraloop.db.tables import ApiKey, User
 from loraloop.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, Unauthenticated
 from loraloop.identity.tokens import digest, new_secret, same
@@ -121,6 +121,11 @@ def revoke(session: Session, user: User, key_id: int) -> ApiKey:
     return key
 
 
+def count_active(session: Session, user: User) -> int:
+    now = utcnow()
+    return sum(1 for key in list_own(session, user) if is_active(key, now))
+
+
 def is_active(key: ApiKey, now: datetime) -> bool:
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
 
@@ -132,24 +137,32 @@ def _parse(secret: str) -> str | None:
     return parts[1]
 
 
-def authenticate(session: Session, secret: str, *, scope: str) -> tuple[User, ApiKey]:
-    """The owner and key behind a bearer secret, after expiry, scope and rate-limit checks."""
+def authenticate(db: Database, secret: str, *, scope: str) -> tuple[User, ApiKey]:
+    """The owner and key behind a bearer secret, after expiry, scope and rate-limit checks.
+
+    Runs in its own transaction so a request counts against the key's limit even when the
+    request itself is then refused."""
     public_id = _parse(secret)
-    key = session.scalar(select(ApiKey).where(ApiKey.public_id == public_id)) if public_id else None
-    now = utcnow()
-    if key is None or not same(key.secret_hash, digest(secret)) or not is_active(key, now):
-        raise Unauthenticated(
-            "Incorrect, revoked or expired API key. Create a new key on the API keys page.",
-            code="invalid_api_key",
+    with db.session() as session:
+        key = (
+            session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
+            if public_id
+            else None
         )
-    if not has_scope(key, scope):
-        raise Unauthenticated(
-            f"this API key lacks the scope {scope!r}; create a key that has it",
-            code="insufficient_scope",
-        )
-    _spend(session, key)
-    key.last_used_at = now
-    user = session.get(User, key.user_id)
+        now = utcnow()
+        if key is None or not same(key.secret_hash, digest(secret)) or not is_active(key, now):
+            raise Unauthenticated(
+                "Incorrect, revoked or expired API key. Create a new key on the API keys page.",
+                code="invalid_api_key",
+            )
+        if not has_scope(key, scope):
+            raise Unauthenticated(
+                f"this API key lacks the scope {scope!r}; create a key that has it",
+                code="insufficient_scope",
+            )
+        _spend(session, key)
+        key.last_used_at = now
+        user = session.get(User, key.user_id)
     if user is None or not user.is_active:
         raise Unauthenticated("the account that owns this API key is disabled")
     return user, key

@@ -29,7 +29,7 @@ def set_session_cookie(
         max_age=issued.max_age,
         httponly=True,
         samesite="lax",
-        secure=settings.env == "production" and settings.host not in ("127.0.0.1", "localhost"),
+        secure=settings.secure_cookies,
         path="/",
     )
 
