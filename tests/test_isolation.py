@@ -9,21 +9,52 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from loraloop.catalog import adapters
 from loraloop.db.engine import Database
-from loraloop.db.tables import User
+from loraloop.db.tables import BaseModel, User
 from loraloop.identity import api_keys
 from tests.factories import make_job, make_key, make_user, sign_in
 
 # Routes whose ids are not owner-scoped; why, and where that is tested instead.
 NOT_OWNER_SCOPED = {
+    "/api/base-models/": "the shared catalog: every signed-in user may read base models",
     "/api/worker/": "worker protocol: worker-scoped admin keys and lease tokens (test_worker_api)",
+}
+
+# Valid bodies for routes that need one, so ownership (not validation) decides the answer.
+BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/api/adapters/{adapter_id}/train"): {"dataset_id": 999_999},
 }
 
 OWNED: dict[str, Callable[[Database, User], int]] = {
     "job_id": lambda db, user: make_job(db, user).id,
     "key_id": lambda db, user: _key_id(db, user),
+    "adapter_id": lambda db, user: _adapter_id(db, user),
+    "version": lambda db, user: 1,
 }
+
+
+def _adapter_id(db: Database, user: User) -> int:
+    """A private adapter of ``user`` (on a placeholder base model row)."""
+    with db.session() as session:
+        base = session.scalar(select(BaseModel).where(BaseModel.name == "iso-base"))
+        if base is None:
+            base = BaseModel(
+                name="iso-base",
+                source="local",
+                path="/nowhere",
+                architecture="x",
+                model_type="x",
+                parameters=1,
+                context_length=1,
+                chat_template=None,
+                sha256="0" * 64,
+            )
+            session.add(base)
+            session.flush()
+        return adapters.create(session, user, name=f"private-{user.id}", base_model_id=base.id).id
 
 
 def _key_id(db: Database, user: User) -> int:
@@ -70,8 +101,9 @@ def test_other_users_ids_look_like_missing_ones(
     for method, path, params in _routes_with_ids(app):
         url = path.format(**{p: ids[p] for p in params})
         missing = path.format(**{p: 999_999 for p in params})
-        theirs = client.request(method, url, json={} if method != "GET" else None)
-        absent = client.request(method, missing, json={} if method != "GET" else None)
+        body = BODIES.get((method, path), {}) if method != "GET" else None
+        theirs = client.request(method, url, json=body)
+        absent = client.request(method, missing, json=body)
         assert theirs.status_code == 404, f"{method} {url} gave {theirs.status_code}"
         assert absent.status_code == 404
         assert theirs.json()["error"]["type"] == absent.json()["error"]["type"] == "not_found_error"

@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from loraloop import __version__
 from loraloop.api import errors
 from loraloop.api.limits import BodyLimit
-from loraloop.api.routes import admin, auth, health, jobs, keys
+from loraloop.api.routes import admin, auth, catalog, health, jobs, keys
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.jobs.runner import LocalWorker
+from loraloop.storage import Storage
 
 __all__ = ["create_app"]
 
@@ -46,8 +47,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.storage = Storage(settings.home / "artifacts")
     errors.install(app)
-    for module in (health, auth, keys, jobs, admin, worker_routes):
+    for module in (health, auth, keys, jobs, admin, catalog, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 

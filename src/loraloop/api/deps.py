@@ -20,11 +20,13 @@ from loraloop.db.tables import ApiKey, User, WebSession
 from loraloop.errors import NotFound, PermissionDenied, Unauthenticated
 from loraloop.identity import api_keys, sessions
 from loraloop.identity.tokens import same
+from loraloop.storage import Storage
 
 __all__ = [
     "SAFE_METHODS",
     "AdminUser",
     "AppSettings",
+    "AppStorage",
     "Auth",
     "CurrentAuth",
     "CurrentUser",
@@ -48,12 +50,18 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
 def _session(request: Request) -> Iterator[Session]:
     with _database(request).session() as session:
         yield session
 
 
 AppSettings = Annotated[Settings, Depends(_settings)]
+AppStorage = Annotated[Storage, Depends(_storage)]
 AppDatabase = Annotated[Database, Depends(_database)]
 # scope="function": the transaction commits when the route returns, before the response is
 # sent, so a client never reads its own write too early and a stream holds no lock.

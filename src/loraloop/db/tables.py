@@ -27,8 +27,13 @@ from loraloop.db.engine import utcnow
 from loraloop.db.types import UTCDateTime
 
 __all__ = [
+    "Adapter",
+    "AdapterVersion",
     "ApiKey",
     "Base",
+    "BaseModel",
+    "Dataset",
+    "DatasetVersion",
     "Invite",
     "Job",
     "JobEvent",
@@ -167,3 +172,108 @@ class JobEvent(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     data: Mapped[dict[str, Any]]
+
+
+# catalog --------------------------------------------------------------------------------
+
+
+class BaseModel(Base):
+    """An open base model converted or downloaded into ``<home>/models`` (safetensors only)."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    source: Mapped[str] = mapped_column(String(16))
+    hub_id: Mapped[str | None] = mapped_column(String(200))
+    revision: Mapped[str | None] = mapped_column(String(80))
+    path: Mapped[str] = mapped_column(String(500))
+    architecture: Mapped[str] = mapped_column(String(80))
+    model_type: Mapped[str] = mapped_column(String(40))
+    parameters: Mapped[int] = mapped_column(BigInteger)
+    context_length: Mapped[int] = mapped_column(Integer)
+    chat_template: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Adapter(Base):
+    """A named line of LoRA versions owned by one user on one base model."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    visibility: Mapped[str] = mapped_column(String(8), default="private")
+    licence: Mapped[str] = mapped_column(String(40), default="apache-2.0")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdapterVersion(Base):
+    """One trained PEFT artifact; created only when its training job succeeds."""
+
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    dataset_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="SET NULL")
+    )
+    parent_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# datasets -------------------------------------------------------------------------------
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable upload: raw file, normalised train/validation splits, stats."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(24))
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    train_sha256: Mapped[str] = mapped_column(String(64))
+    validation_sha256: Mapped[str | None] = mapped_column(String(64))
+    examples: Mapped[int] = mapped_column(Integer)
+    train_examples: Mapped[int] = mapped_column(Integer)
+    validation_examples: Mapped[int] = mapped_column(Integer)
+    duplicates_removed: Mapped[int] = mapped_column(Integer)
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,7 +14,7 @@ from typing import Any
 
 from loraloop.errors import InvalidRequest
 
-__all__ = ["KINDS", "Handler", "JobKind", "get", "load_handler", "validate_payload"]
+__all__ = ["KINDS", "Handler", "JobKind", "get", "load_handler", "success_hook", "validate_payload"]
 
 Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
 
@@ -27,6 +27,9 @@ class JobKind:
     submittable: bool
     """Whether users may enqueue it directly through ``POST /api/jobs``."""
     description: str
+    on_success: str | None = None
+    """``module:function(session, job)`` run in the completing transaction (records results);
+    if it raises, the completion is refused and the job fails with its message."""
 
 
 KINDS: dict[str, JobKind] = {
@@ -37,6 +40,13 @@ KINDS: dict[str, JobKind] = {
             "loraloop.jobs.selftest",
             submittable=True,
             description="Checks the worker: reports progress for a number of steps.",
+        ),
+        JobKind(
+            "train",
+            "loraloop.catalog.training_job",
+            submittable=False,
+            description="Trains a LoRA adapter version (start it from the adapter).",
+            on_success="loraloop.catalog.adapters:record_version",
         ),
     ]
 }
@@ -55,6 +65,14 @@ def get(name: str, *, submitted: bool = False) -> JobKind:
 def load_handler(kind: JobKind) -> Handler:
     handler: Handler = importlib.import_module(kind.module).run
     return handler
+
+
+def success_hook(kind: JobKind) -> Callable[..., Any] | None:
+    if kind.on_success is None:
+        return None
+    module, _, name = kind.on_success.partition(":")
+    hook: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return hook
 
 
 def validate_payload(kind: JobKind, payload: dict[str, Any]) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) 
     token, so a worker repeating a completion whose response it lost gets the job back, while
     any other token or state is refused without changing anything."""
     try:
-        return _guarded(
+        job = _guarded(
             session,
             job_id,
             "complete",
@@ -201,10 +201,14 @@ def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) 
             token=token,
         )
     except Conflict:
-        job = session.get(Job, job_id)
-        if job is not None and job.status == Status.succeeded and job.lease_token == token:
-            return job
+        done = session.get(Job, job_id)
+        if done is not None and done.status == Status.succeeded and done.lease_token == token:
+            return done
         raise
+    hook = kinds.success_hook(kinds.get(job.kind))
+    if hook is not None:
+        hook(session, job)
+    return job
 
 
 def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bool = False) -> Job:

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from loraloop.db.engine import Database
 from loraloop.db.tables import Job
-from loraloop.errors import Conflict, NotFound
+from loraloop.errors import Conflict, LoraloopError, NotFound
 from loraloop.jobs import queue as jobs
 
 __all__ = ["LocalWorker"]
@@ -198,6 +198,9 @@ class LocalWorker:
                     )
         except (Conflict, NotFound) as exc:
             log.info("job %s finished after losing its lease: %s", job.id, exc.message)
+        except LoraloopError as exc:  # the result could not be recorded (success hook refused)
+            with self.db.session() as session:
+                jobs.fail(session, job.id, token, f"could not record the result: {exc.message}")
 
 
 def _kill(child: subprocess.Popen[str]) -> None:

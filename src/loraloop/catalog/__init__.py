@@ -1,0 +1,1 @@
+"""catalog: base models, adapters and adapter versions."""
