@@ -1,16 +1,21 @@
-"""Small factories: ``make_user(db)``, ``sign_in(client, user)``, ``make_key(db, user)``."""
+"""Small factories: ``make_user(db)``, ``sign_in(client, user)``, ``make_key(db, user)``,
+``make_dataset(db, user, data)``, ``make_base_model(db, path)``."""
 
 from __future__ import annotations
 
 import itertools
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from loraloop.datasets import service
 from loraloop.db.engine import Database
-from loraloop.db.tables import Job, User
+from loraloop.db.tables import BaseModel, DatasetVersion, Job, User
 from loraloop.identity import accounts, api_keys
 from loraloop.jobs import queue
+from loraloop.storage import Storage
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
@@ -48,3 +53,51 @@ def sign_in(client: TestClient, user: User, password: str = PASSWORD) -> str:
     token: str = response.json()["csrf_token"]
     client.headers["X-CSRF-Token"] = token
     return token
+
+
+#: Artifacts of datasets made without a storage of their own. Content-addressed files never
+#: change once written, so tests can share this folder safely.
+_SHARED_STORAGE = Storage(Path(tempfile.gettempdir()) / "loraloop-test-artifacts")
+
+
+def make_dataset(
+    db: Database,
+    user: User,
+    data: Path | bytes,
+    *,
+    name: str | None = None,
+    storage: Storage | None = None,
+    format: str | None = None,
+    **options: Any,
+) -> DatasetVersion:
+    """Upload ``data`` (a file or its bytes) as the next version of ``user``'s dataset."""
+    body = data.read_bytes() if isinstance(data, Path) else data
+    with db.session() as session:
+        return service.upload(
+            session,
+            storage or _SHARED_STORAGE,
+            user,
+            name=name or f"dataset-{next(_counter)}",
+            chunks=[body],
+            format=format,
+            **options,
+        )
+
+
+def make_base_model(db: Database, path: Path, *, name: str | None = None) -> BaseModel:
+    """Register the model folder ``path`` (e.g. from ``make_tiny_model``) as a base model row."""
+    with db.session() as session:
+        row = BaseModel(
+            name=name or f"base-{next(_counter)}",
+            source="local",
+            path=str(path),
+            architecture="LlamaForCausalLM",
+            model_type="llama",
+            parameters=1,
+            context_length=512,
+            chat_template=None,
+            sha256="0" * 64,
+        )
+        session.add(row)
+        session.flush()
+        return row

@@ -15,7 +15,7 @@ from loraloop.catalog import adapters
 from loraloop.db.engine import Database
 from loraloop.db.tables import BaseModel, User
 from loraloop.identity import api_keys
-from tests.factories import make_job, make_key, make_user, sign_in
+from tests.factories import make_dataset, make_job, make_key, make_user, sign_in
 
 # Routes whose ids are not owner-scoped; why, and where that is tested instead.
 NOT_OWNER_SCOPED = {
@@ -28,11 +28,14 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/adapters/{adapter_id}/train"): {"dataset_id": 999_999},
 }
 
+_DATASET = b'{"prompt": "Hi", "completion": "Hello"}\n'
+
 OWNED: dict[str, Callable[[Database, User], int]] = {
     "job_id": lambda db, user: make_job(db, user).id,
     "key_id": lambda db, user: _key_id(db, user),
     "adapter_id": lambda db, user: _adapter_id(db, user),
     "version": lambda db, user: 1,
+    "dataset_id": lambda db, user: make_dataset(db, user, _DATASET).dataset_id,
 }
 
 

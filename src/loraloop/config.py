@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted outside upload endpoints."""
 
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    """Largest dataset upload, checked while the file streams in."""
+
     session_days: int = Field(default=14, ge=1, le=365)
     """How long a sign-in session lives without activity."""
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from loraloop import __version__
 from loraloop.api import errors
 from loraloop.api.limits import BodyLimit
-from loraloop.api.routes import admin, auth, catalog, health, jobs, keys
+from loraloop.api.routes import admin, auth, catalog, datasets, health, jobs, keys
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
 from loraloop.db.engine import Database
@@ -49,10 +49,12 @@ def create_app(
     app.state.db = db
     app.state.storage = Storage(settings.home / "artifacts")
     errors.install(app)
-    for module in (health, auth, keys, jobs, admin, catalog, worker_routes):
+    for module in (health, auth, keys, jobs, admin, catalog, datasets, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 
     pages.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/api/datasets",)
+    )
     return app

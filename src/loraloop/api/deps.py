@@ -85,23 +85,28 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def optional_auth(request: Request, session: Session, settings: Settings) -> Auth | None:
-    """Who is asking, or None for an anonymous request. Invalid credentials raise."""
+def optional_auth(request: Request, settings: Settings) -> Auth | None:
+    """Who is asking, or None for an anonymous request. Invalid credentials raise.
+
+    Runs in its own short transaction: on SQLite a request's own transaction takes the write
+    lock at its first statement, and a long request (an upload) must not hold it from here."""
+    db = _database(request)
     secret = bearer_secret(request)
     if secret is not None:
-        user, key = api_keys.authenticate(_database(request), secret, scope="manage")
+        user, key = api_keys.authenticate(db, secret, scope="manage")
         return Auth(user=user, key=key)
     token = request.cookies.get(sessions.COOKIE)
     if not token:
         return None
-    found = sessions.resolve(session, token, days=settings.session_days)
+    with db.session() as session:
+        found = sessions.resolve(session, token, days=settings.session_days)
     if found is None:
         return None
     return Auth(user=found[0], web_session=found[1])
 
 
-def _current_auth(request: Request, session: DbSession, settings: AppSettings) -> Auth:
-    auth = optional_auth(request, session, settings)
+def _current_auth(request: Request, settings: AppSettings) -> Auth:
+    auth = optional_auth(request, settings)
     if auth is None:
         raise Unauthenticated(
             "sign in first, or send an API key with the 'manage' scope as "
