@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy import select
 
-from loraloop import __version__
+from loraloop import __version__, train_commands
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
 from loraloop.db.tables import User
@@ -35,7 +36,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _settings(**overrides: Any) -> Settings:
+def settings_or_exit(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except LoraloopError as exc:
@@ -44,7 +45,7 @@ def _settings(**overrides: Any) -> Settings:
         raise _fail(f"invalid setting: {exc}") from exc
 
 
-def _database(settings: Settings) -> Database:
+def database(settings: Settings) -> Database:
     db = Database(settings.resolved_database_url)
     upgrade(db.engine)
     return db
@@ -65,6 +66,18 @@ def main(
     """Train LoRA adapters on open models, serve them, and keep them accurate."""
 
 
+def _prepare_default_base(db: Database, settings: Settings) -> None:
+    """Convert and register the default base model in the background (once, ~30 s)."""
+    from loraloop.catalog import base_models
+
+    try:
+        row = base_models.register_default(db, settings)
+    except Exception as exc:  # the server stays useful without it; say why
+        typer.secho(f"  default base model unavailable: {exc}", fg=typer.colors.YELLOW, err=True)
+        return
+    typer.echo(f"  default base model ready: {row.name} ({row.parameters / 1e6:.0f}M parameters)")
+
+
 def _run(settings: Settings, *, local_worker: bool) -> None:
     import uvicorn
 
@@ -72,7 +85,7 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
     from loraloop.api.app import create_app
 
     settings.secret()  # generated into the data folder on first start
-    db = _database(settings)
+    db = database(settings)
     url = f"http://{settings.host}:{settings.port}"
     with db.session() as session:
         invite = (
@@ -80,6 +93,7 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
             if accounts.has_admin(session)
             else accounts.create_invite(session, created_by=None, role="admin", days=1)
         )
+    threading.Thread(target=_prepare_default_base, args=(db, settings), daemon=True).start()
     typer.secho(f"loraloop {__version__} is starting at {url}", fg=typer.colors.GREEN, bold=True)
     typer.echo(f"  data folder: {settings.home.resolve()}")
     if invite is not None:
@@ -102,20 +116,20 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
 @app.command()
 def up(host: Host = None, port: Port = None) -> None:
     """Start everything in one process: web UI, API and a local worker."""
-    _run(_settings(host=host, port=port), local_worker=True)
+    _run(settings_or_exit(host=host, port=port), local_worker=True)
 
 
 @app.command()
 def serve(host: Host = None, port: Port = None) -> None:
     """Start the web UI and API without a local worker (run workers separately)."""
-    _run(_settings(host=host, port=port), local_worker=False)
+    _run(settings_or_exit(host=host, port=port), local_worker=False)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration."""
-    settings = _settings()
-    _database(settings)
+    settings = settings_or_exit()
+    database(settings)
     typer.echo(f"database at {settings.resolved_database_url.split('@')[-1]} is up to date")
 
 
@@ -131,7 +145,7 @@ def admin_create(
     ] = "",
 ) -> None:
     """Create an administrator account."""
-    db = _database(_settings())
+    db = database(settings_or_exit())
     try:
         with db.session() as session:
             user = accounts.create_user(
@@ -162,7 +176,7 @@ def keys_create(
     expires_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
 ) -> None:
     """Issue an API key; the secret is printed once."""
-    db = _database(_settings())
+    db = database(settings_or_exit())
     owner = _user(db, user)
     try:
         with db.session() as session:
@@ -184,7 +198,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(user: Annotated[str, typer.Option("--user", help="Email of the owner.")]) -> None:
     """List a user's keys (never their secrets)."""
-    db = _database(_settings())
+    db = database(settings_or_exit())
     owner = _user(db, user)
     with db.session() as session:
         keys = api_keys.list_own(session, owner)
@@ -205,7 +219,7 @@ def keys_revoke(
     user: Annotated[str, typer.Option("--user", help="Email of the owner.")],
 ) -> None:
     """Revoke a key immediately."""
-    db = _database(_settings())
+    db = database(settings_or_exit())
     owner = _user(db, user)
     try:
         with db.session() as session:
@@ -214,6 +228,9 @@ def keys_revoke(
         raise _fail(exc.message) from exc
     typer.echo(f"key {key.id} ({key.prefix}) revoked")
 
+
+app.command()(train_commands.train)
+app.command()(train_commands.chat)
 
 if __name__ == "__main__":
     app()

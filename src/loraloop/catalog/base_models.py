@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
+from loraloop.db.engine import Database
 from loraloop.db.tables import BaseModel, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound
 from loraloop.ml import models
@@ -58,10 +59,12 @@ def _upsert(
     return row
 
 
-def register_default(session: Session, settings: Settings) -> BaseModel:
-    """Convert the packaged SmolLM2 once (about 30 s the first time) and record it."""
+def register_default(db: Database, settings: Settings) -> BaseModel:
+    """Convert the packaged SmolLM2 once (about 30 s the first time) and record it. The
+    conversion runs outside any transaction so it never holds the database's write lock."""
     info = models.ensure_default_base(models_dir(settings))
-    return _upsert(session, settings, info, hub_id=None, by=None, default=True)
+    with db.session() as session:
+        return _upsert(session, settings, info, hub_id=None, by=None, default=True)
 
 
 def register(
