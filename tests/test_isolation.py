@@ -5,17 +5,17 @@ The routes come from the app itself, so a new route with an id is covered automa
 path parameter without a factory below fails the test until one is added."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from loraloop.catalog import adapters
 from loraloop.db.engine import Database
-from loraloop.db.tables import BaseModel, User
+from loraloop.db.tables import User
 from loraloop.identity import api_keys
-from tests.factories import make_dataset, make_job, make_key, make_user, sign_in
+from tests.factories import make_base_model, make_dataset, make_job, make_key, make_user, sign_in
 
 # Routes whose ids are not owner-scoped; why, and where that is tested instead.
 NOT_OWNER_SCOPED = {
@@ -41,22 +41,8 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
 
 def _adapter_id(db: Database, user: User) -> int:
     """A private adapter of ``user`` (on a placeholder base model row)."""
+    base = make_base_model(db, Path("/nowhere"))
     with db.session() as session:
-        base = session.scalar(select(BaseModel).where(BaseModel.name == "iso-base"))
-        if base is None:
-            base = BaseModel(
-                name="iso-base",
-                source="local",
-                path="/nowhere",
-                architecture="x",
-                model_type="x",
-                parameters=1,
-                context_length=1,
-                chat_template=None,
-                sha256="0" * 64,
-            )
-            session.add(base)
-            session.flush()
         return adapters.create(session, user, name=f"private-{user.id}", base_model_id=base.id).id
 
 

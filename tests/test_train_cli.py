@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 from loraloop.cli import app
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
-from loraloop.db.tables import BaseModel
 from loraloop.testing import make_tiny_model
-from tests.factories import make_user
+from tests.factories import make_base_model, make_user
 
 runner = CliRunner()
 
@@ -28,20 +27,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     upgrade(db.engine)
     make_user(db, email="owner@example.com", role="admin")
     base = make_tiny_model(tmp_path / "tiny-base")
-    with db.session() as session:
-        session.add(
-            BaseModel(
-                name="tiny",
-                source="local",
-                path=str(base),
-                architecture="LlamaForCausalLM",
-                model_type="llama",
-                parameters=1,
-                context_length=512,
-                chat_template=None,
-                sha256="0" * 64,
-            )
-        )
+    make_base_model(db, base, name="tiny")
     db.dispose()
     return tmp_path
 

@@ -18,7 +18,6 @@ from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import (
     AdapterVersion,
-    BaseModel,
     Dataset,
     DatasetVersion,
     Job,
@@ -29,7 +28,7 @@ from loraloop.jobs import queue
 from loraloop.jobs.runner import LocalWorker
 from loraloop.storage import Storage
 from loraloop.testing import make_tiny_model
-from tests.factories import make_user
+from tests.factories import make_base_model, make_user
 
 OPTIONS = {
     "epochs": 2.0,
@@ -65,19 +64,8 @@ def _conversations(n: int) -> bytes:
 
 def _setup(db: Database, settings: Settings, base: Path, owner: User) -> tuple[int, int]:
     storage = Storage(settings.home / "artifacts")
+    row = make_base_model(db, base, name="tiny")
     with db.session() as session:
-        row = BaseModel(
-            name="tiny",
-            source="local",
-            path=str(base),
-            architecture="LlamaForCausalLM",
-            model_type="llama",
-            parameters=1,
-            context_length=512,
-            chat_template=None,
-            sha256="0" * 64,
-        )
-        session.add(row)
         dataset = Dataset(owner_id=owner.id, name="cafe")
         session.add(dataset)
         session.flush()

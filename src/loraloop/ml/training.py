@@ -324,7 +324,7 @@ def train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(**_tensors(batch, device), use_cache=False, num_items_in_batch=trained)
             out.loss.backward()
-            step_loss += float(out.loss)
+            step_loss += float(out.loss.detach())
             session_tokens += batch.real_tokens
             state.real_tokens += batch.real_tokens
         torch.nn.utils.clip_grad_norm_(params, 1.0)
