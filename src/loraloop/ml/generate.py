@@ -35,7 +35,7 @@ class Conversation:
         if adapter is not None:
             check_weights_file(adapter / "adapter_model.safetensors")
             model = PeftModel.from_pretrained(model, adapter)
-        model.eval()
+        model.train(False)  # inference mode
         return cls(model, tokenizer, system=system)
 
     def reset(self) -> None:

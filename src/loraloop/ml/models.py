@@ -179,7 +179,7 @@ def load(
     except (RuntimeError, AssertionError) as error:  # e.g. a CPU-only torch asked for CUDA
         message = f"device: {device!r} is not usable here ({error})"
         raise InvalidRequest(message, param="device") from error
-    model.eval()  # type: ignore[no-untyped-call]
+    model.train(False)  # inference mode
     return model, tokenizer
 
 

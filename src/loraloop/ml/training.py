@@ -231,7 +231,7 @@ def evaluate_loss(model: Any, data: Sequence[Batch], *, bf16: bool) -> float | N
     device = next(model.parameters()).device
     total, count = 0.0, 0
     was_training = model.training
-    model.eval()
+    model.train(False)  # inference mode
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in data:
             n = batch.trained_tokens
