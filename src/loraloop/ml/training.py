@@ -5,7 +5,13 @@ child process and on a remote provider's machine. Progress goes to a ``report`` 
 checkpoints (safetensors + JSON, never pickle) make a killed run resume where it stopped::
 
     examples ──encode (loss on assistant tokens)──▶ pack rows ──▶ micro-batches
-        ──forward/backward (bf16 autocast where fast)──▶ AdamW step ──▶ eval / checkpoint
+        ──forward/backward (bf16 base weights where fast)──▶ AdamW step ──▶ eval / checkpoint
+
+Where the time goes on a CPU, and what is done about it: the base weights are stored in bf16
+(no autocast: LoRA weights stay fp32 and PEFT casts around them); attention runs per example
+rather than over whole packed rows (:func:`~loraloop.ml.packing.use_packed_attention`); the
+output layer (the vocabulary-sized matmul) runs only at positions that carry a label; LoRA
+dropout draws its mask with one ``rand`` instead of ``bernoulli``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from loraloop.errors import InvalidRequest
 from loraloop.ml import checkpoints
 from loraloop.ml.chat import encode
 from loraloop.ml.lora import LoraSettings
-from loraloop.ml.packing import IGNORE, Batch, batches, pack
+from loraloop.ml.packing import IGNORE, Batch, PackedRow, batches, pack, use_packed_attention
 
 __all__ = ["TrainResult", "TrainSpec", "read_examples", "train"]
 
@@ -58,7 +64,9 @@ class TrainSpec:
     max_steps: int | None = None
     """Stop after this many optimizer steps."""
     max_length: int = 1024
-    """Tokens per row; longer conversations are truncated."""
+    """Longer conversations are truncated to this many tokens."""
+    row_length: int | None = None
+    """Tokens per packed row (None: ``max_length``); a longer example gets a row to itself."""
     rows_per_batch: int = 2
     """Packed rows per micro-batch."""
     grad_accum: int = 1
@@ -72,7 +80,7 @@ class TrainSpec:
     seed: int = 0
     """Seeds data order, LoRA initialisation and dropout."""
     precision: Precision = "auto"
-    """bf16 autocast where the hardware does it fast, else fp32."""
+    """bf16 base weights where the hardware does bf16 fast, else fp32 (LoRA weights: fp32)."""
     qlora: bool = False
     """Load the base in 4 bits (bitsandbytes; CUDA only)."""
     pack: bool = True
@@ -98,6 +106,8 @@ class TrainSpec:
             value = getattr(self, name)
             if not low <= value <= high:
                 problems.append(f"{name} {value} must be a whole number from {low} to {high}")
+        if self.row_length is not None and not 16 <= self.row_length <= 32768:
+            problems.append(f"row_length {self.row_length} must be a whole number from 16 to 32768")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps {self.max_steps} must be at least 1")
         if self.early_stopping_patience is not None and self.validation_file is None:
@@ -168,7 +178,33 @@ def _load(spec: TrainSpec, bf16: bool) -> tuple[Any, Any]:
     torch.manual_seed(spec.seed)  # LoRA A matrices start the same on every run
     model = get_peft_model(model, spec.lora.peft_config())
     model.config.use_cache = False
+    if next(model.parameters()).device.type == "cpu":
+        use_packed_attention(model)  # measured on CPU; GPUs keep their fused sdpa kernels
+    _use_fast_dropout(model)
     return model, tokenizer
+
+
+class _Dropout(torch.nn.Module):
+    """Inverted dropout with the mask from ``rand``: about 1.6x faster than ``bernoulli`` here."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))
+
+
+def _use_fast_dropout(model: Any) -> None:
+    """Swap PEFT's LoRA dropout modules (stateless, so the saved adapter is unchanged)."""
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, layer in dropouts.items():
+                if isinstance(layer, torch.nn.Dropout) and layer.p > 0:
+                    dropouts[name] = _Dropout(layer.p)
 
 
 def _encode_all(
@@ -182,17 +218,24 @@ def _encode_all(
     return encoded
 
 
+def _row_length(spec: TrainSpec, *sets: Sequence[tuple[list[int], list[int]]]) -> int:
+    longest = max((len(ids) for encoded in sets for ids, _ in encoded), default=1)
+    return max(spec.row_length or spec.max_length, longest)
+
+
 def _epoch_batches(
-    spec: TrainSpec, encoded: Sequence[tuple[list[int], list[int]]], epoch: int, pad_id: int
+    spec: TrainSpec,
+    encoded: Sequence[tuple[list[int], list[int]]],
+    epoch: int,
+    pad_id: int,
+    width: int,
 ) -> list[Batch]:
     order = list(range(len(encoded)))
     random.Random(spec.seed * 7919 + epoch).shuffle(order)  # noqa: S311 - data order, not secrets
     shuffled = [encoded[i] for i in order]
     if spec.pack:
-        rows = pack(shuffled, spec.max_length)
+        rows = pack(shuffled, width)
     else:
-        from loraloop.ml.packing import PackedRow
-
         rows = [
             PackedRow(ids, [IGNORE, *labels[1:]], list(range(len(ids))), 1)
             for ids, labels in shuffled
@@ -224,8 +267,33 @@ def _lr_lambda(spec: TrainSpec, total: int) -> Callable[[int], float]:
     return factor
 
 
-def evaluate_loss(model: Any, data: Sequence[Batch], *, bf16: bool) -> float | None:
-    """Mean cross-entropy per trained token over ``data`` (no gradients)."""
+#: ``model_type``s whose logits are exactly ``lm_head(hidden)`` (no soft-capping or scaling).
+_PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def _summed_loss(model: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy summed over trained tokens, with logits computed only where trained.
+
+    With a 49k vocabulary the output layer is about a fifth of the model's work, and only about
+    a third of the positions carry a label; other architectures take the full forward pass.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    targets = tensors["labels"][:, 1:]
+    trained = targets != IGNORE
+    inputs = {"input_ids": tensors["input_ids"], "position_ids": tensors["position_ids"]}
+    if inner.config.model_type in _PLAIN_HEAD:
+        hidden = inner.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        logits = inner.get_output_embeddings()(hidden[:, :-1][trained])
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, :-1][trained]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[trained], reduction="sum")
+
+
+def evaluate_loss(model: Any, data: Sequence[Batch], *, bf16: bool = False) -> float | None:
+    """Mean cross-entropy per trained token over ``data`` (no gradients).
+
+    ``bf16`` runs under bf16 autocast, for a model loaded in fp32.
+    """
     if not data:
         return None
     device = next(model.parameters()).device
@@ -234,12 +302,9 @@ def evaluate_loss(model: Any, data: Sequence[Batch], *, bf16: bool) -> float | N
     model.train(False)  # inference mode
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for batch in data:
-            n = batch.trained_tokens
-            if n == 0:
-                continue
-            out = model(**_tensors(batch, device), use_cache=False, num_items_in_batch=n)
-            total += float(out.loss) * n
-            count += n
+            if batch.trained_tokens:
+                total += float(_summed_loss(model, _tensors(batch, device)))
+                count += batch.trained_tokens
     model.train(was_training)
     return total / count if count else None
 
@@ -270,7 +335,7 @@ def train(
     report = report or (lambda _event: None)
     should_stop = should_stop or (lambda: False)
     bf16 = _use_bf16(spec.precision) and not spec.qlora
-    model, tokenizer = _load(spec, bf16)
+    model, tokenizer = _load(spec, bf16)  # bf16 weights, so no autocast anywhere below
     device = next(model.parameters()).device
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -278,16 +343,17 @@ def train(
     encoded = _encode_all(tokenizer, read_examples(spec.train_file), spec.max_length)
     if not encoded:
         raise InvalidRequest("no training example has an assistant turn left after truncation")
-    val_batches = []
+    val_encoded = []
     if spec.validation_file is not None:
         val_encoded = _encode_all(tokenizer, read_examples(spec.validation_file), spec.max_length)
-        val_batches = batches(pack(val_encoded, spec.max_length), spec.rows_per_batch, pad_id)
+    width = _row_length(spec, encoded, val_encoded)
+    val_batches = batches(pack(val_encoded, width), spec.rows_per_batch, pad_id)
     cache: dict[int, list[Batch]] = {}
 
     def per_epoch(epoch: int) -> list[Batch]:
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = _epoch_batches(spec, encoded, epoch, pad_id)
+            cache[epoch] = _epoch_batches(spec, encoded, epoch, pad_id, width)
         return cache[epoch]
 
     steps_per_epoch = math.ceil(len(per_epoch(0)) / spec.grad_accum)
@@ -321,10 +387,9 @@ def train(
         trained = sum(b.trained_tokens for _, _, b in group) or 1
         step_loss = 0.0
         for _epoch, _index, batch in group:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(**_tensors(batch, device), use_cache=False, num_items_in_batch=trained)
-            out.loss.backward()
-            step_loss += float(out.loss.detach())
+            loss = _summed_loss(model, _tensors(batch, device)) / trained
+            loss.backward()  # type: ignore[no-untyped-call]
+            step_loss += float(loss.detach())
             session_tokens += batch.real_tokens
             state.real_tokens += batch.real_tokens
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -348,7 +413,7 @@ def train(
             "eta_s": round(elapsed / (state.step - resumed_step) * (total_steps - state.step), 1),
         }
         if val_batches and (state.step % spec.eval_every == 0 or state.step == total_steps):
-            val = evaluate_loss(model, val_batches, bf16=bf16)
+            val = evaluate_loss(model, val_batches)
             event["val_loss"] = round(val, 4) if val is not None else None
             if val is not None and (state.best_val_loss is None or val < state.best_val_loss):
                 state.best_val_loss, state.evals_without_improvement = val, 0
@@ -377,7 +442,7 @@ def train(
     adapter_dir = None
     val_loss = None
     if not cancelled:
-        val_loss = evaluate_loss(model, val_batches, bf16=bf16)
+        val_loss = evaluate_loss(model, val_batches)
         adapter_dir = _write_adapter(model, spec, state, val_loss)
     return TrainResult(
         adapter_dir=adapter_dir,
