@@ -5,12 +5,16 @@ missing server fails instead of skipping)."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -22,6 +26,7 @@ from loraloop.db.tables import Base
 
 PG_URL = os.environ.get("LORALOOP_TEST_DATABASE_URL", "")
 REQUIRE_PG = os.environ.get("LORALOOP_REQUIRE_POSTGRES") == "1"
+STARTUP_SECONDS = 15
 
 
 @pytest.fixture(
@@ -106,3 +111,48 @@ def other_client(app: FastAPI) -> Iterator[TestClient]:
     """A second browser, for tests where two users act at once."""
     with _no_server_errors(app) as test_client:
         yield test_client
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_healthy(url: str, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            pytest.fail("the test server stopped while starting; see the log above")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the test server did not answer {url} within {STARTUP_SECONDS}s")
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free loopback port; yields its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(f"{base}/healthz", thread)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the test server did not stop"
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The base URL of ``app`` served by a real uvicorn on a free loopback port."""
+    with serve(app) as base:
+        yield base

@@ -1,5 +1,6 @@
 """Small factories: ``make_user(db)``, ``sign_in(client, user)``, ``make_key(db, user)``,
-``make_dataset(db, user, data)``, ``make_base_model(db, path)``."""
+``make_dataset(db, user, data)``, ``make_base_model(db, path)``,
+``make_adapter_version(db, user, base, folder)``, ``make_deployment(db, user, settings, ...)``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from loraloop.catalog import adapters, aliases
+from loraloop.config import Settings
 from loraloop.datasets import service
 from loraloop.db.engine import Database
-from loraloop.db.tables import BaseModel, DatasetVersion, Job, User
+from loraloop.db.tables import (
+    Adapter,
+    AdapterVersion,
+    BaseModel,
+    DatasetVersion,
+    Deployment,
+    Job,
+    Trace,
+    User,
+)
+from loraloop.gateway import deployments
+from loraloop.gateway.credentials import Vault
 from loraloop.identity import accounts, api_keys
 from loraloop.jobs import queue
-from loraloop.storage import Storage
+from loraloop.storage import Storage, sha256_file
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count(1)
@@ -97,6 +111,67 @@ def make_base_model(db: Database, path: Path, *, name: str | None = None) -> Bas
             context_length=512,
             chat_template=None,
             sha256="0" * 64,
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+
+def make_adapter_version(
+    db: Database,
+    user: User,
+    base: BaseModel,
+    folder: Path,
+    *,
+    adapter: Adapter | None = None,
+    name: str | None = None,
+    visibility: str = "private",
+) -> AdapterVersion:
+    """Record the PEFT ``folder`` as the next version of ``adapter`` (a new adapter on ``base``
+    by default); the first version becomes the champion, as after a training job."""
+    with db.session() as session:
+        if adapter is None:
+            adapter = adapters.create(
+                session,
+                user,
+                name=name or f"adapter-{next(_counter)}",
+                base_model_id=base.id,
+                visibility=visibility,
+            )
+        latest = len(adapters.versions(session, user, adapter.id))
+        row = AdapterVersion(
+            adapter_id=adapter.id,
+            version=latest + 1,
+            path=str(folder),
+            sha256=sha256_file(folder / "adapter_model.safetensors"),
+            spec={},
+            metrics={},
+        )
+        session.add(row)
+        session.flush()
+        aliases.ensure_champion(session, row)
+        return row
+
+
+def make_deployment(db: Database, user: User, settings: Settings, **target: Any) -> Deployment:
+    with db.session() as session:
+        target.setdefault("name", f"deploy-{next(_counter)}")
+        return deployments.create(session, user, Vault(settings.secret()), **target)
+
+
+def make_trace(db: Database, user: User, *, answer: str = "480円です。") -> Trace:
+    """A served answer of ``user`` (as the gateway records one), to give feedback on."""
+    with db.session() as session:
+        row = Trace(
+            id=f"chatcmpl-test{next(_counter):08d}",
+            owner_id=user.id,
+            source="api",
+            endpoint="chat",
+            model="kumo",
+            request={"messages": [{"role": "user", "content": "雲ブレンドは？"}]},
+            response=answer,
+            finish_reason="stop",
+            status="ok",
         )
         session.add(row)
         session.flush()

@@ -12,20 +12,33 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from loraloop.catalog import adapters
+from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import User
+from loraloop.gateway import conversations
 from loraloop.identity import api_keys
-from tests.factories import make_base_model, make_dataset, make_job, make_key, make_user, sign_in
+from tests.factories import (
+    make_base_model,
+    make_dataset,
+    make_deployment,
+    make_job,
+    make_key,
+    make_user,
+    sign_in,
+)
 
 # Routes whose ids are not owner-scoped; why, and where that is tested instead.
 NOT_OWNER_SCOPED = {
     "/api/base-models/": "the shared catalog: every signed-in user may read base models",
     "/api/worker/": "worker protocol: worker-scoped admin keys and lease tokens (test_worker_api)",
+    "/v1/": "the OpenAI surface: model ids are per key owner (test_gateway: a stranger's key)",
 }
 
 # Valid bodies for routes that need one, so ownership (not validation) decides the answer.
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/adapters/{adapter_id}/train"): {"dataset_id": 999_999},
+    ("PUT", "/api/adapters/{adapter_id}/aliases/{alias}"): {"version": 1},
+    ("PUT", "/api/playground/conversations/{conversation_id}"): {"title": "mine now"},
 }
 
 _DATASET = b'{"prompt": "Hi", "completion": "Hello"}\n'
@@ -36,7 +49,23 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
     "adapter_id": lambda db, user: _adapter_id(db, user),
     "version": lambda db, user: 1,
     "dataset_id": lambda db, user: make_dataset(db, user, _DATASET).dataset_id,
+    "deployment_id": lambda db, user: _deployment_id(db, user),
+    "alias": lambda db, user: "champion",
+    "conversation_id": lambda db, user: _conversation_id(db, user),
 }
+
+
+def _conversation_id(db: Database, user: User) -> int:
+    with db.session() as session:
+        return conversations.create(
+            session, user, title="private", target={}, settings={}, messages=[]
+        ).id
+
+
+def _deployment_id(db: Database, user: User) -> int:
+    base = make_base_model(db, Path("/nowhere"))
+    settings = Settings(env="development", home=Path("/nowhere"), secret_key="isolation-secret")
+    return make_deployment(db, user, settings, base_model_id=base.id).id
 
 
 def _adapter_id(db: Database, user: User) -> int:
@@ -109,9 +138,13 @@ def test_lists_only_show_own_things(client: TestClient, db: Database) -> None:
     victim, intruder = make_user(db), make_user(db)
     make_job(db, victim)
     make_key(db, victim)
+    _deployment_id(db, victim)
     sign_in(client, intruder)
     assert client.get("/api/jobs").json() == []
     assert client.get("/api/keys").json() == []
+    assert client.get("/api/deployments").json() == []
+    _conversation_id(db, victim)
+    assert client.get("/api/playground/conversations").json() == []
 
 
 PUBLIC = ("/api/auth/signup", "/api/auth/signin")

@@ -100,7 +100,7 @@ def test_every_page_renders_in_both_languages(
     response = client.get(path, headers=HTML)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("text/html")
-    assert f'<html lang="{lang}">' in response.text
+    assert f'<html lang="{lang}" data-theme="auto">' in response.text
     assert text_of(lang, key) in response.text
     other = "en" if lang == "ja" else "ja"
     assert text_of(other, key) not in response.text
@@ -125,7 +125,7 @@ def test_anonymous_language_comes_from_cookie_then_browser(
     if cookie is not None:
         client.cookies.set(i18n.COOKIE, cookie)
     response = client.get("/signin", headers={"accept-language": accept})
-    assert f'<html lang="{expected}">' in response.text
+    assert f'<html lang="{expected}" data-theme="auto">' in response.text
 
 
 def test_static_stylesheet_is_served(client: TestClient) -> None:
@@ -364,7 +364,7 @@ def test_csrf_failure_in_a_browser_is_a_translated_page(client: TestClient) -> N
     client.cookies.set(i18n.COOKIE, "en")
     response = client.post("/signin", data={"email": "a@example.com"}, headers=HTML)
     assert response.status_code == 403
-    assert '<html lang="en">' in response.text
+    assert '<html lang="en" data-theme="auto">' in response.text
     assert text_of("en", "error.csrf_failed") in response.text
 
 
@@ -377,13 +377,13 @@ def test_language_choice_persists_on_the_account(
     _signed_in_user(client, db)
     response = switch_language(client, "en")
     assert response.status_code == 303
-    assert '<html lang="en">' in client.get("/").text
+    assert '<html lang="en" data-theme="auto">' in client.get("/").text
     assert user_by_email(db, "aiko@example.com").locale == "en"
     token = form_token(client, "/")
     client.post("/signout", data={"csrf_token": token})
     assert sign_in(other_client, "aiko@example.com").status_code == 303  # a fresh browser
     page = other_client.get("/").text
-    assert '<html lang="en">' in page
+    assert '<html lang="en" data-theme="auto">' in page
     assert text_of("en", "dashboard.jobs.heading") in page
 
 
@@ -395,7 +395,7 @@ def test_anonymous_switch_sets_only_the_cookie(client: TestClient) -> None:
     assert response.status_code == 303
     assert response.headers["location"] == "/signin"
     assert client.cookies[i18n.COOKIE] == "en"
-    assert '<html lang="en">' in client.get("/signin").text
+    assert '<html lang="en" data-theme="auto">' in client.get("/signin").text
 
 
 def test_unknown_language_is_refused(client: TestClient) -> None:
@@ -403,6 +403,21 @@ def test_unknown_language_is_refused(client: TestClient) -> None:
     response = client.post("/lang", data={"lang": "fr", "csrf_token": token})
     assert response.status_code == 400
     assert i18n.COOKIE not in client.cookies
+
+
+def test_theme_switch_is_remembered_and_checked(client: TestClient) -> None:
+    token = form_token(client)
+    switched = client.post(
+        "/theme",
+        data={"theme": "dark", "csrf_token": token, "next": "/signin"},
+        follow_redirects=False,
+    )
+    assert switched.status_code == 303
+    assert switched.headers["location"] == "/signin"
+    assert 'data-theme="dark"' in client.get("/signin").text
+    assert client.post("/theme", data={"theme": "neon", "csrf_token": token}).status_code == 400
+    assert client.post("/theme", data={"theme": "light"}).status_code == 403
+    assert 'data-theme="dark"' in client.get("/signin").text
 
 
 NEXT_PATHS = [

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from loraloop import __version__, train_commands
+from loraloop import __version__, deploy_commands, train_commands
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
 from loraloop.db.tables import User
@@ -174,6 +174,10 @@ def keys_create(
     ] = None,
     rate_limit: Annotated[int, typer.Option(help="Requests per minute.")] = 60,
     expires_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    tpm: Annotated[
+        int | None, typer.Option(help="Tokens per minute (prompt + completion).")
+    ] = None,
+    token_budget: Annotated[int | None, typer.Option(help="Lifetime tokens for this key.")] = None,
 ) -> None:
     """Issue an API key; the secret is printed once."""
     db = database(settings_or_exit())
@@ -187,6 +191,8 @@ def keys_create(
                 scopes=scope,
                 rate_limit_per_minute=rate_limit,
                 expires_in_days=expires_days,
+                tokens_per_minute=tpm,
+                token_budget=token_budget,
             )
     except LoraloopError as exc:
         raise _fail(exc.message) from exc
@@ -231,6 +237,7 @@ def keys_revoke(
 
 app.command()(train_commands.train)
 app.command()(train_commands.chat)
+app.add_typer(deploy_commands.deploy_app, name="deploy")
 
 if __name__ == "__main__":
     app()

@@ -112,6 +112,34 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     """Default number of attempts before a job is marked failed."""
 
+    default_max_tokens: int = Field(default=512, ge=1, le=32768)
+    """Completion tokens a request may use when it names no ``max_tokens`` (capped by the
+    context window); this is what a token budget reserves for such a request."""
+
+    engine_device: str = "auto"
+    """Where the inference engine runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
+
+    engine_max_batch: int = Field(default=16, ge=1, le=256)
+    """Sequences decoded together in one step (continuous batching); more wait in a queue."""
+
+    engine_max_models: int = Field(default=2, ge=1, le=16)
+    """Base models kept loaded at once; the least recently used idle one makes room."""
+
+    engine_adapter_cache_mb: int = Field(default=512, ge=1)
+    """Memory for adapters held by the engine (least recently used ones are dropped)."""
+
+    engine_max_context: int | None = Field(default=None, ge=64)
+    """Cap on prompt + completion tokens per request (default: the base model's context)."""
+
+    upstream_timeout_seconds: float = Field(default=120.0, gt=0)
+    """How long an external upstream deployment may take to answer."""
+
+    trace_retention_days: int = Field(default=30, ge=1, le=3650)
+    """Traces (request, answer, latency) older than this are deleted."""
+
+    usage_retention_days: int = Field(default=90, ge=1, le=3650)
+    """Per-request usage rows older than this are deleted; daily totals are kept."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -15,6 +15,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "Unauthenticated",
+    "UpstreamFailed",
 ]
 
 
@@ -94,3 +95,11 @@ class RateLimited(LoraloopError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class UpstreamFailed(LoraloopError):
+    """An external OpenAI-compatible service behind a deployment failed or timed out."""
+
+    status_code = 502
+    type = "api_error"
+    default_code = "upstream_error"

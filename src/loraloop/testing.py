@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHAT_TEMPLATE", "make_tiny_model", "tiny_tokenizer"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "StubEngine",
+    "StubGeneration",
+    "make_tiny_adapter",
+    "make_tiny_model",
+    "tiny_tokenizer",
+]
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -72,3 +79,78 @@ def make_tiny_model(path: Path, *, seed: int = 0, layers: int = 2, hidden: int =
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_tiny_adapter(
+    base: Path, path: Path, *, seed: int = 1, rank: int = 4, targets: str | list[str] = "attention"
+) -> Path:
+    """Write a PEFT adapter for the model at ``base`` with random (non-zero) B matrices, so it
+    really changes the output; returns ``path`` (``adapter_model.safetensors`` + config)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from loraloop.ml.lora import LoraSettings
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    chosen = targets if isinstance(targets, str) else "attention"
+    config = LoraSettings(rank=rank, alpha=rank * 2, targets=chosen).peft_config()  # type: ignore[arg-type]
+    if not isinstance(targets, str):
+        config.target_modules = set(targets)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, weights in peft_model.named_parameters():
+            if "lora_B" in name:
+                weights.normal_(0, 0.5)
+    peft_model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+class StubGeneration:
+    """A finished generation of ``answer``, one token per character."""
+
+    def __init__(self, prompt_tokens: int, answer: str) -> None:
+        import time
+
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, len(answer)
+        self.text, self.finish_reason = answer, "stop"
+        self.first_token_at: float | None = time.perf_counter()
+
+    def __iter__(self) -> Any:
+        from loraloop.ml.engine import Delta
+
+        yield Delta(text=self.text, token_ids=tuple(map(ord, self.text)), finish_reason="stop")
+
+    async def stream(self) -> Any:
+        for delta in self:
+            yield delta
+
+    def cancel(self) -> None:
+        """Already finished."""
+
+
+class StubEngine:
+    """An engine that answers instantly: measures or tests the gateway without a model."""
+
+    context_length = 4096
+
+    def __init__(
+        self, base_path: Path | None = None, *, answer: str = "Hello from the stub."
+    ) -> None:
+        self.answer = answer
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        return [1] * sum(len(m["content"]) + 4 for m in messages)
+
+    def text_prompt(self, text: str) -> list[int]:
+        return [1] * len(text)
+
+    def submit(self, prompt_ids: list[int], params: Any, adapter: Any = None) -> StubGeneration:
+        return StubGeneration(len(prompt_ids), self.answer[: params.max_tokens])
+
+    def stats(self) -> dict[str, Any]:
+        return {"running": 0, "waiting": 0}
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from loraloop import __version__
 from loraloop.api import errors
 from loraloop.api.limits import BodyLimit
-from loraloop.api.routes import admin, auth, catalog, datasets, health, jobs, keys
+from loraloop.api.routes import (
+    admin,
+    auth,
+    catalog,
+    datasets,
+    deployments,
+    feedback,
+    health,
+    jobs,
+    keys,
+    openai,
+    playground,
+)
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
 from loraloop.db.engine import Database
+from loraloop.gateway.credentials import Vault
+from loraloop.gateway.engines import EngineLike, Engines
+from loraloop.gateway.service import Gateway
 from loraloop.jobs.runner import LocalWorker
 from loraloop.storage import Storage
 
@@ -21,11 +37,17 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    settings: Settings, db: Database | None = None, *, local_worker: bool = False
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    local_worker: bool = False,
+    engine_factory: Callable[[Path], EngineLike] | None = None,
 ) -> FastAPI:
-    """Build the app. ``local_worker`` runs queued jobs inside this process (``loraloop up``)."""
+    """Build the app. ``local_worker`` runs queued jobs inside this process (``loraloop up``);
+    ``engine_factory`` replaces the inference engine (benchmarks measure the gateway alone)."""
     db = db or Database(settings.resolved_database_url)
     worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
+    gateway = Gateway(db, settings, Engines(settings, engine_factory), Vault(settings.secret()))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +58,8 @@ def create_app(
         finally:
             if worker is not None:
                 worker.stop()
+            await gateway.http.aclose()
+            gateway.engines.close()
 
     app = FastAPI(
         title="loraloop",
@@ -48,8 +72,10 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.storage = Storage(settings.home / "artifacts")
+    app.state.gateway = gateway
     errors.install(app)
-    for module in (health, auth, keys, jobs, admin, catalog, datasets, worker_routes):
+    routers = (health, auth, keys, jobs, admin, catalog, datasets, deployments, playground)
+    for module in (*routers, openai, feedback, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 

@@ -72,6 +72,12 @@ class KeyCreate(Strict):
     scopes: list[str] = Field(default_factory=lambda: ["inference:*"], min_length=1, max_length=50)
     rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, le=10**9, description="Prompt + completion tokens per minute."
+    )
+    token_budget: int | None = Field(
+        default=None, ge=1, le=10**15, description="Lifetime prompt + completion tokens."
+    )
 
 
 class KeyPublic(Public):
@@ -80,6 +86,9 @@ class KeyPublic(Public):
     prefix: str = Field(description="Shown so you can recognise the key; not a secret.")
     scopes: list[str]
     rate_limit_per_minute: int
+    tokens_per_minute: int | None
+    token_budget: int | None
+    tokens_spent: int
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None

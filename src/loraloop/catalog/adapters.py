@@ -28,6 +28,7 @@ __all__ = [
     "get_own",
     "get_version",
     "get_visible",
+    "list_own",
     "list_visible",
     "record_version",
     "start_training",
@@ -100,6 +101,12 @@ def create(
     session.add(adapter)
     session.flush()
     return adapter
+
+
+def list_own(session: Session, user: User) -> list[Adapter]:
+    """The user's own adapters (the ones they may train, deploy and change)."""
+    query = select(Adapter).where(Adapter.owner_id == user.id)
+    return list(session.scalars(query.order_by(Adapter.id)))
 
 
 def list_visible(session: Session, user: User) -> list[Adapter]:
@@ -268,4 +275,7 @@ def record_version(session: Session, job: Job) -> AdapterVersion:
     )
     session.add(row)
     session.flush()
+    from loraloop.catalog import aliases  # aliases builds on this module
+
+    aliases.ensure_champion(session, row)
     return row

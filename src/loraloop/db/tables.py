@@ -28,16 +28,23 @@ from loraloop.db.types import UTCDateTime
 
 __all__ = [
     "Adapter",
+    "AdapterAlias",
     "AdapterVersion",
     "ApiKey",
     "Base",
     "BaseModel",
+    "Conversation",
     "Dataset",
     "DatasetVersion",
+    "Deployment",
+    "Feedback",
     "Invite",
     "Job",
     "JobEvent",
     "LoginFailure",
+    "Trace",
+    "UsageDaily",
+    "UsageEvent",
     "User",
     "WebSession",
 ]
@@ -125,6 +132,13 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # token limits (gateway): a per-minute window and a lifetime budget, reserved then settled
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tpm_window_start: Mapped[int] = mapped_column(BigInteger, default=0)
+    tpm_window_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    token_budget: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_spent: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
 
     @property
     def prefix(self) -> str:
@@ -242,6 +256,19 @@ class AdapterVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AdapterAlias(Base):
+    """A movable name (``champion``, ``challenger``) for one version of an adapter."""
+
+    __tablename__ = "adapter_aliases"
+
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 # datasets -------------------------------------------------------------------------------
 
 
@@ -276,4 +303,131 @@ class DatasetVersion(Base):
     validation_examples: Mapped[int] = mapped_column(Integer)
     duplicates_removed: Mapped[int] = mapped_column(Integer)
     report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# gateway --------------------------------------------------------------------------------
+
+
+class Deployment(Base):
+    """A model id on ``/v1``: an adapter version, an adapter's alias, a bare base model, or an
+    external OpenAI-compatible upstream (whose key is stored encrypted)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
+    adapter_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="CASCADE")
+    )
+    alias: Mapped[str | None] = mapped_column(String(16))
+    base_model_id: Mapped[int | None] = mapped_column(ForeignKey("base_models.id"))
+    upstream_url: Mapped[str | None] = mapped_column(String(500))
+    upstream_model: Mapped[str | None] = mapped_column(String(200))
+    upstream_key: Mapped[str | None] = mapped_column(Text)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Trace(Base):
+    """One served request: what was asked, what came back, by which version, how fast."""
+
+    __tablename__ = "traces"
+    __table_args__ = (Index("ix_traces_owner_created", "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    adapter_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    source: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(24))
+    model: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]]
+    response: Mapped[str] = mapped_column(Text, default="")
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageEvent(Base):
+    """A compact row per request, kept for ``usage_retention_days``; daily totals stay."""
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class UsageDaily(Base):
+    """Requests and tokens per day, owner, key and deployment (0: none, e.g. the playground)."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Conversation(Base):
+    """A playground conversation, kept per user so it can be reopened."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(120))
+    target: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# mlops ----------------------------------------------------------------------------------
+
+
+class Feedback(Base):
+    """A rating, correction, tags or comment on one served answer (a trace)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    scale: Mapped[str] = mapped_column(String(8), default="thumbs")
+    correction: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]]
+    comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from loraloop.db.engine import Database, rowcount, utcnow
+from loraloop.db.engine import Database, utcnow
 from loraloop.db.tables import ApiKey, User
 from loraloop.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, Unauthenticated
 from loraloop.identity.tokens import digest, new_secret, same
@@ -38,6 +39,28 @@ DEFAULT_SCOPES = ("inference:*",)
 _PUBLIC_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 _SCOPE = re.compile(r"^(manage|worker|inference:\*|inference:[a-z0-9][a-z0-9._-]{0,63})$")
 _WINDOW = 60
+
+# Built once: authentication runs on every API request, so neither statement is rebuilt per call.
+_LOOKUP = (
+    select(ApiKey, User)
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.public_id == bindparam("public_id"))
+)
+_SPEND = (
+    update(ApiKey)
+    .where(
+        ApiKey.id == bindparam("key_id"),
+        (ApiKey.window_start != bindparam("window"))
+        | (ApiKey.window_count < ApiKey.rate_limit_per_minute),
+    )
+    .values(
+        window_count=case(
+            (ApiKey.window_start == bindparam("window"), ApiKey.window_count + 1), else_=1
+        ),
+        window_start=bindparam("window"),
+        last_used_at=bindparam("now"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +91,14 @@ def create(
     scopes: list[str] | None = None,
     rate_limit_per_minute: int = 60,
     expires_in_days: int | None = None,
+    tokens_per_minute: int | None = None,
+    token_budget: int | None = None,
 ) -> IssuedKey:
     problems = []
+    if tokens_per_minute is not None and not 1 <= tokens_per_minute <= 10**9:
+        problems.append(f"tokens_per_minute {tokens_per_minute} must be 1 to 1000000000")
+    if token_budget is not None and not 1 <= token_budget <= 10**15:
+        problems.append(f"token_budget {token_budget} must be 1 to 10^15 tokens")
     if not 1 <= len(name.strip()) <= 80:
         problems.append("name must be 1 to 80 characters")
     if not 1 <= rate_limit_per_minute <= 100_000:
@@ -95,6 +124,12 @@ def create(
         window_start=0,
         window_count=0,
         expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+        tokens_per_minute=tokens_per_minute,
+        token_budget=token_budget,
+        tpm_window_start=0,
+        tpm_window_tokens=0,
+        tokens_spent=0,
+        tokens_reserved=0,
     )
     session.add(key)
     session.flush()
@@ -144,11 +179,8 @@ def authenticate(db: Database, secret: str, *, scope: str) -> tuple[User, ApiKey
     request itself is then refused."""
     public_id = _parse(secret)
     with db.session() as session:
-        key = (
-            session.scalar(select(ApiKey).where(ApiKey.public_id == public_id))
-            if public_id
-            else None
-        )
+        found = session.execute(_LOOKUP, {"public_id": public_id}).first() if public_id else None
+        key, user = found if found is not None else (None, None)
         now = utcnow()
         if key is None or not same(key.secret_hash, digest(secret)) or not is_active(key, now):
             raise Unauthenticated(
@@ -156,43 +188,36 @@ def authenticate(db: Database, secret: str, *, scope: str) -> tuple[User, ApiKey
                 code="invalid_api_key",
             )
         if not has_scope(key, scope):
+            wanted = "inference:*' or 'inference:<deployment>" if scope == "inference" else scope
             raise Unauthenticated(
-                f"this API key lacks the scope {scope!r}; create a key that has it",
+                f"this API key lacks the scope '{wanted}'; create a key that has it",
                 code="insufficient_scope",
             )
-        _spend(session, key)
-        key.last_used_at = now
-        user = session.get(User, key.user_id)
+        _spend(session, key, now)
     if user is None or not user.is_active:
         raise Unauthenticated("the account that owns this API key is disabled")
     return user, key
 
 
 def has_scope(key: ApiKey, scope: str) -> bool:
+    """``scope="inference"`` asks whether the key may call any deployment at all."""
     if scope in key.scopes:
         return True
+    if scope == "inference":
+        return any(s.startswith("inference:") for s in key.scopes)
     return scope.startswith("inference:") and "inference:*" in key.scopes
 
 
-def _spend(session: Session, key: ApiKey) -> None:
+def _spend(session: Session, key: ApiKey, now: datetime) -> None:
     """Count one request in the key's fixed one-minute window, atomically across replicas."""
     window = int(time.time()) // _WINDOW
-    spent = session.execute(
-        update(ApiKey)
-        .where(
-            ApiKey.id == key.id,
-            (ApiKey.window_start != window) | (ApiKey.window_count < ApiKey.rate_limit_per_minute),
-        )
-        .values(
-            window_count=case((ApiKey.window_start == window, ApiKey.window_count + 1), else_=1),
-            window_start=window,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(spent) != 1:
+    # Core execution on the session's connection: the ORM's bulk-update bookkeeping is not needed.
+    spent = session.connection().execute(_SPEND, {"key_id": key.id, "window": window, "now": now})
+    if spent.rowcount != 1:
         retry = _WINDOW - int(time.time()) % _WINDOW
         raise RateLimited(
             f"rate limit of {key.rate_limit_per_minute} requests per minute reached for key "
             f"{key.prefix}; retry in {retry} s",
             retry_after=retry,
         )
+    set_committed_value(key, "last_used_at", now)

@@ -1,4 +1,5 @@
-"""Translations: flat JSON catalogs (``locales/<lang>.json``), ``t(key, **params)`` and the
+"""Translations: flat JSON catalogs (``locales/<lang>.json`` plus one file per area of the
+interface in ``locales/<lang>/*.json``), ``t(key, **params)`` and the
 choice of language — the signed-in user's ``locale``, else the ``loraloop_lang`` cookie, else
 ``Accept-Language``, else Japanese."""
 
@@ -66,7 +67,13 @@ def catalog(lang: str) -> Mapping[str, str]:
     """The catalog of ``lang`` (one of ``LANGUAGES``), read once."""
     if lang not in LANGUAGES:
         raise ValueError(f"language {lang!r} is not one of {', '.join(LANGUAGES)}")
-    data: dict[str, str] = json.loads((_FOLDER / f"{lang}.json").read_text(encoding="utf-8"))
+    data: dict[str, str] = {}
+    for path in [_FOLDER / f"{lang}.json", *sorted((_FOLDER / lang).glob("*.json"))]:
+        part: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        twice = sorted(set(part) & set(data))
+        if twice:
+            raise ValueError(f"{path.name} repeats keys defined earlier: {twice}")
+        data.update(part)
     return data
 
 

@@ -25,8 +25,8 @@ from loraloop.errors import (
 )
 from loraloop.identity import accounts, api_keys, sessions
 from loraloop.jobs import queue
-from loraloop.web import csrf, i18n
-from loraloop.web.templates import render
+from loraloop.web import catalog_views, csrf, i18n
+from loraloop.web.templates import THEME_COOKIE, THEMES, render
 from loraloop.web.viewer import PageViewer
 
 __all__ = ["router", "safe_next"]
@@ -88,13 +88,14 @@ def _form_error(exc: Exception) -> tuple[int, dict[str, str]]:
 
 @router.get("/", name="dashboard")
 def dashboard(request: Request, viewer: PageViewer, db: AppDatabase) -> Response:
-    """The signed-in user's home: recent jobs, API keys and what comes next."""
+    """The signed-in user's home: adapters, deployments, jobs, feedback, keys, next steps."""
     if viewer.user is None:
         return _see_other("/signin")
     with db.session() as session:
         jobs = queue.list_own(session, viewer.user, limit=RECENT_JOBS)
         active_keys = api_keys.count_active(session, viewer.user)
-    context = {"jobs": jobs, "active_keys": active_keys, "active": "dashboard"}
+        context = catalog_views.dashboard_context(session, viewer.user, active_keys=active_keys)
+    context.update(jobs=jobs, active_keys=active_keys, active="dashboard")
     return render(request, viewer, "dashboard.html", context)
 
 
@@ -249,4 +250,30 @@ def language(
         )
     response = _see_other(safe_next(next_path))
     _set_language_cookie(response, settings, lang)
+    return response
+
+
+@router.post("/theme", name="theme")
+def theme(
+    request: Request,
+    viewer: PageViewer,
+    settings: AppSettings,
+    csrf_token: Token = "",
+    theme: Annotated[str, Form(max_length=8)] = "",
+    next_path: Annotated[str, Form(alias="next", max_length=2048)] = "/",
+) -> Response:
+    """Switch between the light and dark theme (kept in a cookie) and go back."""
+    csrf.check(request, csrf_token, viewer.web_session)
+    if theme not in THEMES:
+        raise InvalidRequest(f"theme {theme!r} is not one of {', '.join(THEMES)}", param="theme")
+    response = _see_other(safe_next(next_path))
+    response.set_cookie(
+        THEME_COOKIE,
+        theme,
+        max_age=365 * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+        path="/",
+    )
     return response

@@ -4,21 +4,27 @@ to after the language switch)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from loraloop import __version__
 from loraloop.config import Settings
-from loraloop.web import csrf
+from loraloop.web import csrf, i18n
 from loraloop.web.viewer import Viewer
 
-__all__ = ["SECURITY_HEADERS", "render", "templates"]
+__all__ = ["SECURITY_HEADERS", "THEMES", "THEME_COOKIE", "render", "templates", "theme_of"]
+
+THEME_COOKIE = "loraloop_theme"
+#: ``auto`` follows the system's light or dark preference.
+THEMES = ("light", "dark", "auto")
 
 _FOLDER = Path(__file__).resolve().parent / "templates"
 
@@ -51,6 +57,24 @@ def _here(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
+def theme_of(request: Request) -> str:
+    chosen = request.cookies.get(THEME_COOKIE, "auto")
+    return chosen if chosen in THEMES else "auto"
+
+
+def _js_texts(viewer: Viewer) -> Any:
+    """``js_texts("playground.", ...)``: those catalog entries as JSON for a page's script,
+    to put inside ``<script type="application/json" id="texts">`` (``<`` escaped)."""
+    catalog = i18n.catalog(viewer.lang)
+    english = i18n.catalog("en")
+
+    def pick(*prefixes: str) -> Markup:
+        chosen = {k: catalog.get(k) or v for k, v in english.items() if k.startswith(prefixes)}
+        return Markup(json.dumps(chosen, ensure_ascii=False).replace("<", "\\u003c"))  # noqa: S704
+
+    return pick
+
+
 def render(
     request: Request,
     viewer: Viewer,
@@ -65,10 +89,12 @@ def render(
     values: dict[str, Any] = {
         "t": viewer.t,
         "lang": viewer.lang,
+        "theme": theme_of(request),
         "user": viewer.user,
         "csrf_token": token,
         "here": _here(request),
         "version": __version__,
+        "js_texts": _js_texts(viewer),
         **(context or {}),
     }
     response = templates.TemplateResponse(

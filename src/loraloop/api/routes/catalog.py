@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from loraloop.api.catalog_schemas import (
     AdapterCreate,
@@ -16,7 +17,7 @@ from loraloop.api.catalog_schemas import (
 )
 from loraloop.api.deps import AdminUser, AppSettings, AppStorage, CurrentUser, DbSession
 from loraloop.api.schemas import JobPublic
-from loraloop.catalog import adapters, base_models
+from loraloop.catalog import adapters, base_models, exports
 from loraloop.ml.models import SUGGESTED_MODELS
 
 router = APIRouter(prefix="/api", tags=["catalog"])
@@ -111,6 +112,19 @@ def get_version(
 ) -> VersionPublic:
     """One version of an adapter you can see."""
     return VersionPublic.model_validate(adapters.get_version(session, user, adapter_id, version))
+
+
+@router.get("/adapters/{adapter_id}/versions/{version}/download", response_class=Response)
+def download_version(
+    adapter_id: int, version: int, user: CurrentUser, session: DbSession
+) -> Response:
+    """The version's PEFT folder as a zip (safetensors weights, config, model card)."""
+    name, data = exports.peft_zip(session, user, adapter_id, version)
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.post("/adapters/{adapter_id}/train", status_code=201)

@@ -26,6 +26,8 @@ def create_key(body: KeyCreate, user: CurrentUser, session: DbSession) -> KeyCre
         scopes=body.scopes,
         rate_limit_per_minute=body.rate_limit_per_minute,
         expires_in_days=body.expires_in_days,
+        tokens_per_minute=body.tokens_per_minute,
+        token_budget=body.token_budget,
     )
     return KeyCreated(**_public(issued.key).model_dump(), secret=issued.secret)
 

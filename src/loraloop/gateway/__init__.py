@@ -1,0 +1,1 @@
+"""The OpenAI-compatible surface: deployments, the engines behind them, limits, metering, traces."""

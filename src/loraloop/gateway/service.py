@@ -1,0 +1,494 @@
+"""One completion, from an authenticated caller to OpenAI-shaped output, metered and traced.
+
+    caller + model ──resolve (per request)──▶ Target ──prompt, context check──▶ reserve tokens
+        ──▶ engine (local base + adapter) or upstream ──pieces──▶ JSON body or SSE chunks
+        ──finally (finished, failed, or the client went away)──▶ settle + usage + trace
+
+Everything that must happen whatever the client does lives in the ``finally`` of the stream,
+shielded from cancellation, so an abandoned stream is still charged for what it generated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+import httpx2 as httpx
+from sqlalchemy import bindparam, func, insert, select
+
+from loraloop.config import Settings
+from loraloop.db.engine import Database
+from loraloop.db.tables import (
+    Adapter,
+    AdapterAlias,
+    AdapterVersion,
+    ApiKey,
+    BaseModel,
+    Deployment,
+    Trace,
+    User,
+)
+from loraloop.errors import InvalidRequest, LoraloopError, NotFound
+from loraloop.gateway import deployments, metering
+from loraloop.gateway.credentials import Vault
+from loraloop.gateway.deployments import Target
+from loraloop.gateway.engines import Engines
+from loraloop.gateway.upstream import UpstreamSource
+from loraloop.identity import api_keys
+
+__all__ = ["Call", "Caller", "Gateway"]
+
+Endpoint = Literal["chat", "completions"]
+_PRUNE_EVERY = 3600.0
+_SETTLE_SECONDS = 5.0  # an engine frees a cancelled request at its next step (milliseconds)
+_TRACE = insert(Trace)  # Core, built once: one row per request needs no unit of work
+# The deployment with every row deployments.resolve reads (adapter, alias, version, base) in
+# one query: resolve then finds them in the session instead of sending a query for each.
+_DEPLOYMENT = (
+    select(Deployment, Adapter, AdapterAlias, AdapterVersion, BaseModel)
+    .outerjoin(Adapter, Adapter.id == Deployment.adapter_id)
+    .outerjoin(
+        AdapterAlias,
+        (AdapterAlias.adapter_id == Deployment.adapter_id)
+        & (AdapterAlias.alias == Deployment.alias),
+    )
+    .outerjoin(
+        AdapterVersion,
+        AdapterVersion.id == func.coalesce(Deployment.adapter_version_id, AdapterAlias.version_id),
+    )
+    .outerjoin(
+        BaseModel, BaseModel.id == func.coalesce(Deployment.base_model_id, Adapter.base_model_id)
+    )
+    .where(Deployment.owner_id == bindparam("owner_id"), Deployment.name == bindparam("name"))
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: an API key's owner (``source="api"``) or a signed-in user."""
+
+    user: User
+    key: ApiKey | None = None
+    source: Literal["api", "playground"] = "api"
+
+
+@dataclass(frozen=True)
+class Call:
+    """A request, with the OpenAI parameters loraloop honours."""
+
+    endpoint: Endpoint
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stream: bool = False
+    include_usage: bool = False
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "stop": self.stop,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+
+
+class _Source(Protocol):
+    prompt_tokens: int
+    completion_tokens: int
+    text: str
+    finish_reason: str | None
+    first_token_at: float | None
+
+    def cancel(self) -> None: ...
+    def pieces(self) -> AsyncIterator[tuple[str, str | None]]: ...
+
+
+class _LocalSource:
+    """A :class:`~loraloop.ml.engine.Generation` as ``(text, finish_reason)`` pieces."""
+
+    def __init__(self, generation: Any) -> None:
+        self._generation = generation
+        self.prompt_tokens: int = generation.prompt_tokens
+
+    def __getattr__(self, name: str) -> Any:  # completion_tokens, text, finish_reason, ...
+        return getattr(self._generation, name)
+
+    def cancel(self) -> None:
+        self._generation.cancel()
+
+    async def pieces(self) -> AsyncIterator[tuple[str, str | None]]:
+        async for delta in self._generation.stream():
+            yield delta.text, delta.finish_reason
+
+    async def settled(self) -> None:
+        """Until the engine has let a cancelled request go (its slot free, its count final)."""
+        if self._generation.finish_reason is not None:
+            return
+        with anyio.move_on_after(_SETTLE_SECONDS), contextlib.suppress(LoraloopError):
+            async for _delta in self._generation.stream():  # replays, then waits for the end
+                pass
+
+
+@dataclass
+class _Run:
+    caller: Caller
+    target: Target
+    call: Call
+    source: _Source
+    reservation: metering.Reservation
+    id: str
+    started: float = field(default_factory=time.perf_counter)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Gateway:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        engines: Engines,
+        vault: Vault,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.db, self.settings, self.engines, self.vault = db, settings, engines, vault
+        self.http = http or httpx.AsyncClient(follow_redirects=False)
+        self._pruned_at = 0.0
+
+    def __repr__(self) -> str:
+        return "Gateway()"
+
+    # --- who and what ------------------------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Caller:
+        user, key = api_keys.authenticate(self.db, secret, scope="inference")
+        return Caller(user=user, key=key)
+
+    def models(self, caller: Caller) -> list[dict[str, Any]]:
+        """``/v1/models``: the caller's active deployments that the key may use."""
+        with self.db.session() as session:
+            rows = deployments.list_own(session, caller.user)
+        return [
+            {
+                "id": r.name,
+                "object": "model",
+                "created": int(r.created_at.timestamp()),
+                "owned_by": caller.user.display_name or "loraloop",
+            }
+            for r in rows
+            if r.status == "active" and self._may_use(caller, r.name)
+        ]
+
+    def _may_use(self, caller: Caller, name: str) -> bool:
+        return caller.key is None or api_keys.has_scope(caller.key, f"inference:{name}")
+
+    def target(self, caller: Caller, model: str) -> Target:
+        """The deployment ``model`` of the caller, as it stands now (404 when not theirs)."""
+        with self.db.session() as session:
+            # held until resolve returns: the session only keeps weak references to its rows
+            rows = session.execute(_DEPLOYMENT, {"owner_id": caller.user.id, "name": model}).first()
+            row = rows[0] if rows else None
+            if row is None or not self._may_use(caller, model):
+                raise NotFound(
+                    f"The model {model!r} does not exist or this key may not use it; "
+                    "GET /v1/models lists the ones it may",
+                    code="model_not_found",
+                    param="model",
+                )
+            return deployments.resolve(session, self.settings, self.vault, row)
+
+    # --- the completion ----------------------------------------------------------------------
+
+    async def serve(
+        self, caller: Caller, model: str, call: Call
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """:meth:`complete` on the caller's deployment ``model``, looked up as it stands now."""
+        return await self._answer(lambda: self._start(caller, self.target(caller, model), call))
+
+    async def complete(
+        self, caller: Caller, target: Target, call: Call
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """The whole answer as an OpenAI body, or (``call.stream``) its SSE lines."""
+        return await self._answer(lambda: self._start(caller, target, call))
+
+    async def _answer(self, start: Callable[[], _Run]) -> dict[str, Any] | AsyncIterator[str]:
+        # Everything before the first token (lookup, prompt, reservation, submit) is one trip to
+        # a worker thread. Shielded: once started, the run must reach _finish to be settled.
+        with anyio.CancelScope(shield=True):
+            run = await anyio.to_thread.run_sync(start)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException as exc:  # cancelled while it started: settle what it holds
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, "abandoned", exc)
+            raise
+        if run.call.stream:
+            return self._sse(run)
+        text, finish = [], None
+        try:
+            async for piece, reason in run.source.pieces():
+                text.append(piece)
+                finish = reason or finish
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, "abandoned" if _is_cancel(exc) else "error", exc)
+            raise
+        with anyio.CancelScope(shield=True):
+            await self._finish(run, "ok", None)
+        return self._body(run, "".join(text), finish)
+
+    def _start(self, caller: Caller, target: Target, call: Call) -> _Run:
+        if target.upstream_url:
+            return self._start_upstream(caller, target, call)
+        return self._start_local(caller, target, call)
+
+    def _start_local(self, caller: Caller, target: Target, call: Call) -> _Run:
+        from loraloop.ml.engine import SamplingParams
+
+        assert target.base_path is not None
+        engine = self.engines.get(target.base_path)
+        if call.endpoint == "chat":
+            assert call.messages is not None
+            prompt_ids = engine.chat_prompt(_with_system(call.messages, target.system_prompt))
+        else:
+            prompt_ids = engine.text_prompt(call.prompt or "")
+        room = engine.context_length - len(prompt_ids)
+        max_tokens = call.max_tokens or min(self.settings.default_max_tokens, room)
+        if max_tokens < 1 or len(prompt_ids) + max_tokens > engine.context_length:
+            raise InvalidRequest(
+                f"This model's maximum context length is {engine.context_length} tokens, but "
+                f"the request needs {len(prompt_ids)} prompt tokens + {max_tokens} for the "
+                "completion; shorten the messages or lower max_tokens",
+                code="context_length_exceeded",
+                param="messages" if call.endpoint == "chat" else "prompt",
+            )
+        params = SamplingParams(max_tokens=max_tokens, **call.sampling())
+        reservation = metering.reserve(self.db, caller.key, len(prompt_ids) + max_tokens)
+        try:
+            generation = engine.submit(prompt_ids, params, target.adapter)
+        except BaseException:
+            self._release(reservation)
+            raise
+        return _Run(caller, target, call, _LocalSource(generation), reservation, _new_id(call))
+
+    def _start_upstream(self, caller: Caller, target: Target, call: Call) -> _Run:
+        assert target.upstream_url is not None
+        assert target.upstream_model is not None
+        body = call.sampling()
+        unset = [k for k in ("seed", "stop", "top_k") if body[k] in (None, (), 0)]
+        for name in unset:  # top_k is an extension an upstream may refuse
+            del body[name]
+        if call.stop:
+            body["stop"] = list(call.stop)
+        if call.endpoint == "chat":
+            assert call.messages is not None
+            body["messages"] = _with_system(call.messages, target.system_prompt)
+        else:
+            body["prompt"] = call.prompt or ""
+        max_tokens = call.max_tokens or self.settings.default_max_tokens
+        body["max_tokens"] = max_tokens
+        estimate = len(json.dumps(body.get("messages") or body.get("prompt"))) // 3 + 1
+        reservation = metering.reserve(self.db, caller.key, estimate + max_tokens)
+        source = UpstreamSource(
+            self.http,
+            url=target.upstream_url,
+            model=target.upstream_model,
+            key=target.upstream_key,
+            body=body,
+            endpoint=call.endpoint,
+            prompt_estimate=estimate,
+            timeout=self.settings.upstream_timeout_seconds,
+        )
+        return _Run(caller, target, call, source, reservation, _new_id(call))
+
+    def _release(self, reservation: metering.Reservation) -> None:
+        with self.db.session() as session:
+            metering.settle(session, reservation, 0)
+
+    async def _sse(self, run: _Run) -> AsyncIterator[str]:
+        status, error = "ok", None
+        try:
+            yield _event(self._chunk(run, {"role": "assistant", "content": ""}, None))
+            async for piece, reason in run.source.pieces():
+                if piece or reason:
+                    yield _event(self._chunk(run, {"content": piece} if piece else {}, reason))
+            if run.call.include_usage:
+                yield _event({**self._chunk(run, None, None), "usage": _usage(run.source)})
+            yield "data: [DONE]\n\n"
+        except Exception as exc:  # the engine or the upstream failed mid-stream
+            status, error = "error", exc
+            yield _event({"error": _error_body(exc)})
+        except BaseException:  # the client went away: cancelled, or the generator closed
+            status = "abandoned"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, status, error)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    async def _finish(self, run: _Run, status: str, error: BaseException | None) -> None:
+        if error is not None and _is_cancel(error):
+            error = None
+        run.source.cancel()
+        if isinstance(run.source, _LocalSource):
+            await run.source.settled()
+        await anyio.to_thread.run_sync(self._record, run, status, error)
+
+    def _record(self, run: _Run, status: str, error: BaseException | None) -> None:
+        source, now = run.source, time.perf_counter()
+        used = source.prompt_tokens + source.completion_tokens
+        key_id = run.caller.key.id if run.caller.key else None
+        with self.db.session() as session:
+            metering.settle(session, run.reservation, used if status != "error" or used else 0)
+            metering.record_usage(
+                session,
+                owner_id=run.caller.user.id,
+                key_id=key_id,
+                deployment_id=run.target.deployment_id,
+                prompt_tokens=source.prompt_tokens,
+                completion_tokens=source.completion_tokens,
+                status=status,
+            )
+            session.connection().execute(
+                _TRACE,
+                {
+                    "id": run.id,
+                    "owner_id": run.caller.user.id,
+                    "key_id": key_id,
+                    "deployment_id": run.target.deployment_id,
+                    "adapter_version_id": run.target.adapter_version_id,
+                    "source": run.caller.source,
+                    "endpoint": run.call.endpoint,
+                    "model": run.target.model,
+                    "request": _trace_request(run.call),
+                    "response": source.text,
+                    "finish_reason": source.finish_reason,
+                    "status": status,
+                    "error": getattr(error, "message", None)
+                    or (type(error).__name__ if error else None),
+                    "prompt_tokens": source.prompt_tokens,
+                    "completion_tokens": source.completion_tokens,
+                    "latency_ms": round((now - run.started) * 1000),
+                    "ttft_ms": round((source.first_token_at - run.started) * 1000)
+                    if source.first_token_at
+                    else None,
+                },
+            )
+            if time.monotonic() - self._pruned_at > _PRUNE_EVERY:
+                self._pruned_at = time.monotonic()
+                metering.prune(
+                    session,
+                    trace_days=self.settings.trace_retention_days,
+                    usage_days=self.settings.usage_retention_days,
+                )
+
+    # --- OpenAI shapes -----------------------------------------------------------------------
+
+    def _body(self, run: _Run, text: str, finish: str | None) -> dict[str, Any]:
+        finish = finish or run.source.finish_reason or "stop"
+        if run.call.endpoint == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        return {
+            "id": run.id,
+            "object": "chat.completion" if run.call.endpoint == "chat" else "text_completion",
+            "created": run.created,
+            "model": run.target.model,
+            "system_fingerprint": run.target.fingerprint,
+            "choices": [choice],
+            "usage": _usage(run.source),
+        }
+
+    def _chunk(self, run: _Run, delta: dict[str, str] | None, finish: str | None) -> dict[str, Any]:
+        chat = run.call.endpoint == "chat"
+        choices: list[dict[str, Any]] = []
+        if delta is not None:
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            if chat:
+                choice["delta"] = delta
+            else:
+                choice["text"] = delta.get("content", "")
+            choices.append(choice)
+        return {
+            "id": run.id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": run.created,
+            "model": run.target.model,
+            "system_fingerprint": run.target.fingerprint,
+            "choices": choices,
+        }
+
+
+def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    if system and not any(m.get("role") == "system" for m in messages):
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _new_id(call: Call) -> str:
+    return ("chatcmpl-" if call.endpoint == "chat" else "cmpl-") + secrets.token_hex(12)
+
+
+def _usage(source: _Source) -> dict[str, int]:
+    return {
+        "prompt_tokens": source.prompt_tokens,
+        "completion_tokens": source.completion_tokens,
+        "total_tokens": source.prompt_tokens + source.completion_tokens,
+    }
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
+
+
+def _error_body(exc: BaseException) -> dict[str, Any]:
+    body = getattr(exc, "to_body", None)
+    if callable(body):
+        error: dict[str, Any] = body()["error"]
+        return error
+    return {
+        "message": "internal error; the server log has details",
+        "type": "server_error",
+        "code": "internal_error",
+        "param": None,
+    }
+
+
+def _trace_request(call: Call) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "max_tokens": call.max_tokens,
+        **call.sampling(),
+        "stream": call.stream,
+    }
+    request["stop"] = list(call.stop)
+    if call.messages is not None:
+        request["messages"] = call.messages
+    if call.prompt is not None:
+        request["prompt"] = call.prompt
+    return request
