@@ -111,6 +111,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> None:
     with contextlib.ExitStack() as stack:
         runs = _methods(base, adapters, tokenizer, prompts, args, stack)
         results = _best(runs, args.repeats)
+    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
     _print(results, quick=args.quick)
 
 

@@ -218,7 +218,7 @@ PENALTIES = [
 def test_penalties_count_only_generated_tokens(
     options: dict[str, float], logits: list[float], seen: int, expected: int
 ) -> None:
-    sampler = RequestSampler(SamplingParams(temperature=0, **options), 3, torch.device("cpu"))
+    sampler = RequestSampler(SamplingParams(temperature=0, **options), torch.device("cpu"))
     assert sampler.choose(torch.tensor(logits)) == max(range(3), key=lambda i: logits[i])
     sampler.observe(seen)
     sampler.observe(seen)
@@ -231,7 +231,7 @@ BAD_PARAMS = [
     ("temperature", 2.5, "temperature: 2.5 must be from 0 to 2"),
     ("top_p", 0.0, "top_p: 0.0 must be above 0 and at most 1"),
     ("top_k", -1, "top_k: -1 must be an integer >= 0"),
-    ("seed", 1.5, "seed: 1.5 must be an integer or null"),
+    ("seed", 1.5, "seed: 1.5 must be a 64-bit integer or null"),
     ("stop", ("a", "b", "c", "d", "e"), "stop: 5 strings given, at most 4 allowed"),
     ("presence_penalty", 3.0, "presence_penalty: 3.0 must be from -2 to 2"),
     ("frequency_penalty", -2.5, "frequency_penalty: -2.5 must be from -2 to 2"),

@@ -74,8 +74,9 @@ def create_app(
     app.state.storage = Storage(settings.home / "artifacts")
     app.state.gateway = gateway
     errors.install(app)
+    # /v1 first: the hot path should not be matched against every other route before it
     routers = (health, auth, keys, jobs, admin, catalog, datasets, deployments, playground)
-    for module in (*routers, openai, feedback, worker_routes):
+    for module in (openai, feedback, *routers, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters, aliases, base_models
 from loraloop.config import Settings
-from loraloop.db.tables import Adapter, AdapterVersion, BaseModel, Deployment, User
+from loraloop.db.tables import Adapter, AdapterAlias, AdapterVersion, BaseModel, Deployment, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound
 from loraloop.gateway.credentials import Vault
 from loraloop.ml.engine import AdapterRef
@@ -36,6 +36,7 @@ __all__ = [
     "list_own",
     "playground_target",
     "resolve",
+    "serving_target",
     "set_status",
     "target_label",
 ]
@@ -179,6 +180,36 @@ def by_name(session: Session, owner: User, name: str) -> Deployment | None:
     return session.scalar(
         select(Deployment).where(Deployment.owner_id == owner.id, Deployment.name == name)
     )
+
+
+# The deployment with every row deployments.resolve reads (adapter, alias, version, base) in
+# one query: resolve then finds them in the session instead of sending a query for each.
+_SERVING = (
+    select(Deployment, Adapter, AdapterAlias, AdapterVersion, BaseModel)
+    .outerjoin(Adapter, Adapter.id == Deployment.adapter_id)
+    .outerjoin(
+        AdapterAlias,
+        (AdapterAlias.adapter_id == Deployment.adapter_id)
+        & (AdapterAlias.alias == Deployment.alias),
+    )
+    .outerjoin(
+        AdapterVersion,
+        AdapterVersion.id == func.coalesce(Deployment.adapter_version_id, AdapterAlias.version_id),
+    )
+    .outerjoin(
+        BaseModel, BaseModel.id == func.coalesce(Deployment.base_model_id, Adapter.base_model_id)
+    )
+    .where(Deployment.owner_id == bindparam("owner_id"), Deployment.name == bindparam("name"))
+)
+
+
+def serving_target(
+    session: Session, settings: Settings, vault: Vault, owner: User, name: str
+) -> Target | None:
+    """:func:`resolve` of the deployment ``name``, or None; one query loads every row."""
+    rows = session.execute(_SERVING, {"owner_id": owner.id, "name": name}).first()
+    # while ``rows`` is alive the session holds the joined rows, so resolve finds them there
+    return resolve(session, settings, vault, rows[0]) if rows else None
 
 
 def set_status(session: Session, owner: User, deployment_id: int, status: str) -> Deployment:

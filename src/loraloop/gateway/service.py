@@ -20,22 +20,17 @@ from typing import Any, Literal, Protocol
 
 import anyio
 import httpx2 as httpx
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import insert
 
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import (
-    Adapter,
-    AdapterAlias,
-    AdapterVersion,
     ApiKey,
-    BaseModel,
-    Deployment,
     Trace,
     User,
 )
 from loraloop.errors import InvalidRequest, LoraloopError, NotFound
-from loraloop.gateway import deployments, metering
+from loraloop.gateway import deployments, metering, shapes
 from loraloop.gateway.credentials import Vault
 from loraloop.gateway.deployments import Target
 from loraloop.gateway.engines import Engines
@@ -48,25 +43,6 @@ Endpoint = Literal["chat", "completions"]
 _PRUNE_EVERY = 3600.0
 _SETTLE_SECONDS = 5.0  # an engine frees a cancelled request at its next step (milliseconds)
 _TRACE = insert(Trace)  # Core, built once: one row per request needs no unit of work
-# The deployment with every row deployments.resolve reads (adapter, alias, version, base) in
-# one query: resolve then finds them in the session instead of sending a query for each.
-_DEPLOYMENT = (
-    select(Deployment, Adapter, AdapterAlias, AdapterVersion, BaseModel)
-    .outerjoin(Adapter, Adapter.id == Deployment.adapter_id)
-    .outerjoin(
-        AdapterAlias,
-        (AdapterAlias.adapter_id == Deployment.adapter_id)
-        & (AdapterAlias.alias == Deployment.alias),
-    )
-    .outerjoin(
-        AdapterVersion,
-        AdapterVersion.id == func.coalesce(Deployment.adapter_version_id, AdapterAlias.version_id),
-    )
-    .outerjoin(
-        BaseModel, BaseModel.id == func.coalesce(Deployment.base_model_id, Adapter.base_model_id)
-    )
-    .where(Deployment.owner_id == bindparam("owner_id"), Deployment.name == bindparam("name"))
-)
 
 
 @dataclass(frozen=True)
@@ -199,18 +175,20 @@ class Gateway:
 
     def target(self, caller: Caller, model: str) -> Target:
         """The deployment ``model`` of the caller, as it stands now (404 when not theirs)."""
-        with self.db.session() as session:
-            # held until resolve returns: the session only keeps weak references to its rows
-            rows = session.execute(_DEPLOYMENT, {"owner_id": caller.user.id, "name": model}).first()
-            row = rows[0] if rows else None
-            if row is None or not self._may_use(caller, model):
-                raise NotFound(
-                    f"The model {model!r} does not exist or this key may not use it; "
-                    "GET /v1/models lists the ones it may",
-                    code="model_not_found",
-                    param="model",
+        found = None
+        if self._may_use(caller, model):
+            with self.db.session() as session:
+                found = deployments.serving_target(
+                    session, self.settings, self.vault, caller.user, model
                 )
-            return deployments.resolve(session, self.settings, self.vault, row)
+        if found is None:
+            raise NotFound(
+                f"The model {model!r} does not exist or this key may not use it; "
+                "GET /v1/models lists the ones it may",
+                code="model_not_found",
+                param="model",
+            )
+        return found
 
     # --- the completion ----------------------------------------------------------------------
 
@@ -250,7 +228,7 @@ class Gateway:
             raise
         with anyio.CancelScope(shield=True):
             await self._finish(run, "ok", None)
-        return self._body(run, "".join(text), finish)
+        return _body(run, "".join(text), finish)
 
     def _start(self, caller: Caller, target: Target, call: Call) -> _Run:
         if target.upstream_url:
@@ -323,16 +301,16 @@ class Gateway:
     async def _sse(self, run: _Run) -> AsyncIterator[str]:
         status, error = "ok", None
         try:
-            yield _event(self._chunk(run, {"role": "assistant", "content": ""}, None))
+            yield shapes.event(_chunk(run, {"role": "assistant", "content": ""}, None))
             async for piece, reason in run.source.pieces():
                 if piece or reason:
-                    yield _event(self._chunk(run, {"content": piece} if piece else {}, reason))
+                    yield shapes.event(_chunk(run, {"content": piece} if piece else {}, reason))
             if run.call.include_usage:
-                yield _event({**self._chunk(run, None, None), "usage": _usage(run.source)})
+                yield shapes.event({**_chunk(run, None, None), "usage": shapes.usage(run.source)})
             yield "data: [DONE]\n\n"
         except Exception as exc:  # the engine or the upstream failed mid-stream
             status, error = "error", exc
-            yield _event({"error": _error_body(exc)})
+            yield shapes.event({"error": shapes.error_body(exc)})
         except BaseException:  # the client went away: cancelled, or the generator closed
             status = "abandoned"
             raise
@@ -398,47 +376,30 @@ class Gateway:
                     usage_days=self.settings.usage_retention_days,
                 )
 
-    # --- OpenAI shapes -----------------------------------------------------------------------
 
-    def _body(self, run: _Run, text: str, finish: str | None) -> dict[str, Any]:
-        finish = finish or run.source.finish_reason or "stop"
-        if run.call.endpoint == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish,
-                "logprobs": None,
-            }
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-        return {
-            "id": run.id,
-            "object": "chat.completion" if run.call.endpoint == "chat" else "text_completion",
-            "created": run.created,
-            "model": run.target.model,
-            "system_fingerprint": run.target.fingerprint,
-            "choices": [choice],
-            "usage": _usage(run.source),
-        }
+def _body(run: _Run, text: str, finish: str | None) -> dict[str, Any]:
+    return shapes.completion(
+        id=run.id,
+        endpoint=run.call.endpoint,
+        created=run.created,
+        model=run.target.model,
+        fingerprint=run.target.fingerprint,
+        text=text,
+        finish=finish or run.source.finish_reason or "stop",
+        counts=run.source,
+    )
 
-    def _chunk(self, run: _Run, delta: dict[str, str] | None, finish: str | None) -> dict[str, Any]:
-        chat = run.call.endpoint == "chat"
-        choices: list[dict[str, Any]] = []
-        if delta is not None:
-            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
-            if chat:
-                choice["delta"] = delta
-            else:
-                choice["text"] = delta.get("content", "")
-            choices.append(choice)
-        return {
-            "id": run.id,
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": run.created,
-            "model": run.target.model,
-            "system_fingerprint": run.target.fingerprint,
-            "choices": choices,
-        }
+
+def _chunk(run: _Run, delta: dict[str, str] | None, finish: str | None) -> dict[str, Any]:
+    return shapes.chunk(
+        id=run.id,
+        endpoint=run.call.endpoint,
+        created=run.created,
+        model=run.target.model,
+        fingerprint=run.target.fingerprint,
+        delta=delta,
+        finish=finish,
+    )
 
 
 def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
@@ -451,33 +412,8 @@ def _new_id(call: Call) -> str:
     return ("chatcmpl-" if call.endpoint == "chat" else "cmpl-") + secrets.token_hex(12)
 
 
-def _usage(source: _Source) -> dict[str, int]:
-    return {
-        "prompt_tokens": source.prompt_tokens,
-        "completion_tokens": source.completion_tokens,
-        "total_tokens": source.prompt_tokens + source.completion_tokens,
-    }
-
-
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
-
-
-def _error_body(exc: BaseException) -> dict[str, Any]:
-    body = getattr(exc, "to_body", None)
-    if callable(body):
-        error: dict[str, Any] = body()["error"]
-        return error
-    return {
-        "message": "internal error; the server log has details",
-        "type": "server_error",
-        "code": "internal_error",
-        "param": None,
-    }
 
 
 def _trace_request(call: Call) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class Runner:
             prompt=prompt,
             params=params,
             adapter=adapter,
-            sampler=RequestSampler(params, self.vocab_size, self.device),
+            sampler=RequestSampler(params, self.device),
             text=TextStream(self.tokenizer, params.stop),
         )
 

@@ -12,8 +12,8 @@ over a flat ragged batch::
 
 Adapters (PEFT folders, safetensors only) load synchronously in :meth:`Engine.submit` into a
 byte-bounded LRU cache, so a bad adapter is refused there. Tokens stream as :class:`Delta`
-objects through :class:`Generation`, blocking (``for delta in generation``) or asyncio
-(``async for delta in generation.stream()``).
+objects through :class:`Generation` (streaming.py), blocking (``for delta in generation``) or
+asyncio (``async for delta in generation.stream()``).
 
 Importing this module does not import torch (the API imports it for the types); the first
 :class:`Engine` does.
@@ -21,19 +21,17 @@ Importing this module does not import torch (the API imports it for the types); 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loraloop.errors import InvalidRequest, LoraloopError
 from loraloop.ml.sampling import SamplingParams
+from loraloop.ml.streaming import Delta, Generation, Wakes, wake_loops
 
 if TYPE_CHECKING:  # torch and the model code load with the first Engine, not on import
     from loraloop.ml.batching import Runner, Sequence
@@ -59,17 +57,6 @@ class AdapterRef:
     key: str
     path: Path
     """The PEFT folder: adapter_config.json + adapter_model.safetensors."""
-
-
-@dataclass(frozen=True)
-class Delta:
-    """What a request produced in one step."""
-
-    text: str
-    """New text since the last delta; never half a character, never a possible stop prefix."""
-    token_ids: tuple[int, ...]
-    finish_reason: str | None
-    """None until the last delta: ``"stop"``, ``"length"`` or ``"cancelled"``."""
 
 
 class ContextTooLong(InvalidRequest):
@@ -99,132 +86,6 @@ class EngineClosed(LoraloopError):
 
     status_code = 503
     default_code = "engine_closed"
-
-
-#: asyncio events to set, each with the loop it belongs to
-_Wakes = list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
-
-
-class Generation:
-    """One request's output as it is produced. Iterating twice replays it from the start.
-
-    Leaving an iteration before the end (a client that disconnects) cancels the request.
-    """
-
-    def __init__(self, prompt_tokens: int, wake: Callable[[], None]) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = 0
-        self.text = ""
-        self.finish_reason: str | None = None
-        self.first_token_at: float | None = None
-        self._wake = wake
-        self._deltas: list[Delta] = []
-        self._error: LoraloopError | None = None
-        self._changed = threading.Condition()
-        self._waiters: _Wakes = []
-        self.cancel_requested = False
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None or self._error is not None
-
-    def __iter__(self) -> Iterator[Delta]:
-        seen = 0
-        try:
-            while True:
-                with self._changed:
-                    while seen == len(self._deltas) and not self.done:
-                        self._changed.wait()
-                    new, seen = self._deltas[seen:], len(self._deltas)
-                yield from new
-                if seen == len(self._deltas) and self.done:
-                    self._raise()
-                    return
-        finally:
-            self._abandoned()
-
-    async def stream(self) -> AsyncIterator[Delta]:
-        """The deltas for asyncio: the engine thread wakes the loop, nothing blocks it."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
-        with self._changed:
-            self._waiters.append(waiter)
-        seen = 0
-        try:
-            while True:
-                waiter[1].clear()
-                with self._changed:
-                    new, seen, done = self._deltas[seen:], len(self._deltas), self.done
-                for delta in new:
-                    yield delta
-                if done and seen == len(self._deltas):
-                    self._raise()
-                    return
-                if not new:
-                    await waiter[1].wait()
-        finally:
-            with self._changed:
-                self._waiters.remove(waiter)
-            self._abandoned()
-
-    def result(self) -> str:
-        """Block until the request is done; the full text."""
-        for _ in self:
-            pass
-        return self.text
-
-    def cancel(self) -> None:
-        """Stop generating; the slot is freed at the next step. Idempotent."""
-        if not self.done and not self.cancel_requested:
-            self.cancel_requested = True
-            self._wake()
-
-    def _abandoned(self) -> None:
-        if not self.done:
-            self.cancel()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _publish(self, delta: Delta, wakes: _Wakes | None = None) -> None:
-        """Called by the engine thread only. Asyncio listeners are woken through ``wakes``
-        (once per loop per step) when given, else at once."""
-        with self._changed:
-            if delta.token_ids and self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            self.text += delta.text
-            self.completion_tokens += len(delta.token_ids)
-            self._deltas.append(delta)
-            self.finish_reason = delta.finish_reason
-            self._changed.notify_all()
-            waiters = list(self._waiters)
-        if wakes is None:
-            _wake_loops(waiters)
-        else:
-            wakes.extend(waiters)
-
-    def _fail(self, error: LoraloopError) -> None:
-        with self._changed:
-            self._error = error
-            self._changed.notify_all()
-            waiters = list(self._waiters)
-        _wake_loops(waiters)
-
-
-def _wake_loops(waiters: _Wakes) -> None:
-    """Set each event from its own loop's thread: one call per loop, however many events."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
-    for loop, event in waiters:
-        by_loop.setdefault(loop, []).append(event)
-    for loop, events in by_loop.items():
-        # a closed loop raises RuntimeError: nobody is listening there any more
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_set_all, events)
-
-
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
 
 
 class Engine:
@@ -391,10 +252,10 @@ class Engine:
             return
         sampled = self._runner.step(self._running)
         self._steps += 1
-        wakes: _Wakes = []
+        wakes: Wakes = []
         for sequence, token in sampled:
             self._advance(sequence, token, wakes)
-        _wake_loops(wakes)
+        wake_loops(wakes)
 
     def _reap(self) -> None:
         for sequence in [s for s in self._running if s.handle.cancel_requested]:
@@ -415,7 +276,7 @@ class Engine:
                 self._waiting.remove(sequence)
                 sequence.handle._publish(Delta("", (), "cancelled"))
 
-    def _advance(self, sequence: Sequence, token: int, wakes: _Wakes) -> None:
+    def _advance(self, sequence: Sequence, token: int, wakes: Wakes) -> None:
         """Record one sampled token, stream its text, and end the request if it is done."""
         sequence.output.append(token)
         sequence.sampler.observe(token)
@@ -436,7 +297,7 @@ class Engine:
         else:
             self._finish(sequence, delta, wakes)
 
-    def _finish(self, sequence: Sequence, delta: Delta, wakes: _Wakes | None = None) -> None:
+    def _finish(self, sequence: Sequence, delta: Delta, wakes: Wakes | None = None) -> None:
         with self._work:
             self._running.remove(sequence)
             self._free.append(sequence.slot)

@@ -91,8 +91,8 @@ def _problems(params: SamplingParams) -> dict[str, str]:
         problems["top_p"] = f"top_p: {params.top_p!r} must be above 0 and at most 1"
     if not _integer(params.top_k) or params.top_k < 0:
         problems["top_k"] = f"top_k: {params.top_k!r} must be an integer >= 0 (0 turns it off)"
-    if params.seed is not None and not _integer(params.seed):
-        problems["seed"] = f"seed: {params.seed!r} must be an integer or null"
+    if params.seed is not None and not (_integer(params.seed) and -(2**63) <= params.seed < 2**64):
+        problems["seed"] = f"seed: {params.seed!r} must be a 64-bit integer or null"
     stop = params.stop
     if not isinstance(stop, tuple) or not all(isinstance(s, str) and s for s in stop):
         problems["stop"] = f"stop: {stop!r} must be up to {MAX_STOP_STRINGS} non-empty strings"
@@ -102,6 +102,8 @@ def _problems(params: SamplingParams) -> dict[str, str]:
         value = getattr(params, name)
         if not _number(value) or not -2 <= value <= 2:
             problems[name] = f"{name}: {value!r} must be from -2 to 2"
+    if not isinstance(params.ignore_eos, bool):
+        problems["ignore_eos"] = f"ignore_eos: {params.ignore_eos!r} must be true or false"
     return problems
 
 
@@ -113,7 +115,6 @@ class RequestSampler:
     """One request's sampling state: its generator and counts of its generated tokens."""
 
     params: SamplingParams
-    vocab_size: int
     device: torch.device
     generator: torch.Generator | None = None
     counts: torch.Tensor | None = None
