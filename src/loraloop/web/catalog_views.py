@@ -83,8 +83,8 @@ def count(n: int) -> str:
 def _metric(t: i18n.Translate, value: Any) -> str:
     if isinstance(value, bool):
         return t("catalog.common.yes") if value else t("catalog.common.no")
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, float):  # 0.1778, 7,563: four significant figures, grouped thousands
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     return "—" if value is None else str(value)[:80]
