@@ -142,6 +142,7 @@ def test_an_upstream_deployment_proxies_and_never_shows_its_key(
     upstream: tuple[str, FastAPI],
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url, fake = upstream
@@ -160,6 +161,7 @@ def test_an_upstream_deployment_proxies_and_never_shows_its_key(
     assert created.json()["has_upstream_key"] is True
     secret = make_key(db, user)
     api = openai.OpenAI(base_url=f"{live_server}/v1", api_key=secret, max_retries=0)
+    request.addfinalizer(api.close)
 
     whole = api.chat.completions.create(model="gpu", messages=[{"role": "user", "content": "hi"}])
     assert whole.choices[0].message.content == "Upstream says hi"
@@ -173,10 +175,10 @@ def test_an_upstream_deployment_proxies_and_never_shows_its_key(
         "Upstream says hi"
     )
     assert fake.state.seen[0]["model"] == "kumo-lora"
+    wrong = openai.OpenAI(base_url=f"{live_server}/v1", api_key=secret + "x", max_retries=0)
+    request.addfinalizer(wrong.close)
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(
-            base_url=f"{live_server}/v1", api_key=secret + "x", max_retries=0
-        ).models.list()
+        wrong.models.list()
 
     # the credential is stored sealed and appears nowhere: bodies, traces, logs, output
     with db.session() as session:
@@ -192,7 +194,11 @@ def test_an_upstream_deployment_proxies_and_never_shows_its_key(
 
 
 def test_a_failing_upstream_is_a_502_that_names_the_upstream(
-    client: TestClient, db: Database, live_server: str, upstream: tuple[str, FastAPI]
+    client: TestClient,
+    db: Database,
+    live_server: str,
+    upstream: tuple[str, FastAPI],
+    request: pytest.FixtureRequest,
 ) -> None:
     url, _fake = upstream
     user = make_user(db)
@@ -207,6 +213,7 @@ def test_a_failing_upstream_is_a_502_that_names_the_upstream(
         },
     )
     api = openai.OpenAI(base_url=f"{live_server}/v1", api_key=make_key(db, user), max_retries=0)
+    request.addfinalizer(api.close)
     with pytest.raises(openai.APIStatusError) as raised:
         api.chat.completions.create(model="gpu", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 502

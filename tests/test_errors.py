@@ -1,6 +1,7 @@
 """Bad input gets a 4xx in the one error shape, with a message a person can act on."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,11 +110,15 @@ def test_every_error_class_has_the_shape() -> None:
     def subclasses(cls: type[LoraloopError]) -> list[type[LoraloopError]]:
         return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
 
+    # errors whose constructor takes more than a message
+    examples: dict[str, Callable[[Any], LoraloopError]] = {
+        "RateLimited": lambda cls: cls("slow down", retry_after=1),
+        "ContextTooLong": lambda cls: cls(100, 50, 120),
+    }
     for cls in subclasses(LoraloopError):
-        body = cls("something went wrong").to_body() if cls.__name__ != "RateLimited" else None
-        if body is not None:
-            assert set(body["error"]) == {"message", "type", "code", "param"}
-            assert 400 <= cls.status_code < 600
+        error = examples.get(cls.__name__, lambda c: c("something went wrong"))(cls)
+        assert set(error.to_body()["error"]) == {"message", "type", "code", "param"}
+        assert 400 <= cls.status_code < 600
 
 
 def test_openapi_docs_are_served(client: TestClient) -> None:

@@ -55,6 +55,7 @@ BAD = [
     ({}, "give a rating, a correction"),
     ({"correction": "   "}, "correction is empty"),
     ({"rating": 1, "tags": ["Bad Tag"]}, "tags"),
+    ({"rating": 1, "comment": "nul\x00byte"}, "NUL character"),
 ]
 
 

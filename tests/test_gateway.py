@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,21 @@ class World:
     secret: str
     deployment: str
     adapter_id: int
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def client(self, secret: str | None = None, **options: object) -> openai.OpenAI:
-        return openai.OpenAI(
+        """An SDK client, closed when the test ends (open sockets would warn)."""
+        made = openai.OpenAI(
             base_url=f"{self.url}/v1", api_key=secret or self.secret, max_retries=0, **options
         )
+        self.clients.append(made)
+        return made
 
 
 @pytest.fixture
-def world(db: Database, settings: Settings, live_server: str, tiny: dict[str, Path]) -> World:
+def world(
+    db: Database, settings: Settings, live_server: str, tiny: dict[str, Path]
+) -> Iterator[World]:
     user = make_user(db)
     base = make_base_model(db, tiny["base"])
     version = make_adapter_version(db, user, base, tiny["v1"], name="kumo")

@@ -175,7 +175,7 @@ def test_dashboard_lists_own_jobs_and_counts_active_keys(client: TestClient, db:
     page = client.get("/").text
     assert text_of("ja", "job.status.queued") in page
     assert text_of("ja", "job.kind.selftest") in page
-    assert f'<td class="num">{job.id}</td>' in page
+    assert f'<a href="/jobs/{job.id}">{job.id}</a>' in page
     assert page.count('<span class="status ') == 1  # one row: someone else's job is not shown
     assert '<span class="stat__value">1</span>' in page
 

@@ -355,7 +355,7 @@ class Gateway:
                     "endpoint": run.call.endpoint,
                     "model": run.target.model,
                     "request": _trace_request(run.call),
-                    "response": source.text,
+                    "response": _storable(source.text),
                     "finish_reason": source.finish_reason,
                     "status": status,
                     "error": getattr(error, "message", None)
@@ -400,6 +400,12 @@ def _chunk(run: _Run, delta: dict[str, str] | None, finish: str | None) -> dict[
         delta=delta,
         finish=finish,
     )
+
+
+def _storable(text: str) -> str:
+    """A model can emit a NUL byte (a byte-level tokenizer's token 0); PostgreSQL text cannot
+    hold one, so the trace keeps U+FFFD in its place."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
