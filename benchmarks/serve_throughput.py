@@ -261,13 +261,18 @@ def _merged(base: Path, adapter: Path, prompt: list[int], args: Any) -> Any:
 
 
 def _load(base: Path) -> Any:
-    """The base model for a baseline, fp32, told to run on past end-of-turn tokens."""
+    """The base model for a baseline: fp32, in the process's own memory like the engine's
+    (pages of a mapped file may be dropped while a method waits its turn and be read back
+    from disk in its next run), told to run on past end-of-turn tokens."""
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     # generate() fills an ``eos_token_id=None`` it is given from here, so clear it here
     model.generation_config.eos_token_id = None
+    with torch.no_grad():  # out of the file mapping, as the engine does (see _own_memory)
+        for weights in model.parameters():
+            weights.data = weights.data.clone()
     return model
 
 

@@ -4,6 +4,7 @@ continuous batching, sampling, stop strings, cancellation, refusals, the adapter
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shutil
 import subprocess
@@ -341,7 +342,9 @@ def test_async_stream_works_inside_asyncio_run(engine: Engine) -> None:
         assert ticks > 0
         return deltas, generation
 
-    deltas, generation = asyncio.run(collect())
+    # a fresh thread: an earlier test (Playwright's sync API) may keep a loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        deltas, generation = pool.submit(asyncio.run, collect()).result()
     assert "".join(d.text for d in deltas) == generation.text
     assert deltas[-1].finish_reason in {"stop", "length"}
     assert tokens(generation) == [t for d in deltas for t in d.token_ids]
@@ -495,6 +498,15 @@ def test_stats_count_steps_and_tokens(engine: Engine) -> None:
     assert 0 < after["generated_tokens"] - before["generated_tokens"] <= GREEDY.max_tokens
     assert after["running"] == after["waiting"] == 0
     assert (after["device"], after["dtype"]) == ("cpu", "float32")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_the_weights_leave_the_file_mapping(base: Path, tmp_path: Path) -> None:
+    """Mapped pages can be dropped while idle and read back slowly; the engine copies them."""
+    folder = shutil.copytree(base, tmp_path / "base")
+    with Engine(folder):
+        maps = Path("/proc/self/maps").read_text()
+    assert str(folder / "model.safetensors") not in maps
 
 
 def test_bfloat16_is_an_option_on_the_cpu(base: Path) -> None:

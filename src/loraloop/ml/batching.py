@@ -77,6 +77,7 @@ class Runner:
         name = str(dtype).removeprefix("torch.")
         loaded = models.load(base_path, dtype=_DTYPES[name], device=str(device))
         model: Any = loaded[0]
+        _own_memory(model)
         self.tokenizer: Any = loaded[1]
         self.device, self.dtype, self.prefill_chunk = device, dtype, prefill_chunk
         config = model.config
@@ -232,6 +233,20 @@ class Runner:
 
 
 # --- set-up -------------------------------------------------------------------------------------
+
+
+def _own_memory(model: Any) -> None:
+    """Copy CPU weights out of the safetensors file mapping into the process's own memory.
+
+    Loaded weights are pages of the memory-mapped file, which the kernel may drop while they
+    sit unused (memory pressure; proactive reclaim such as DAMON ``pageout``) and must read
+    back on the next step: a server that was idle for a minute answered its next request many
+    times slower. Tied weights stay tied (the shared parameter is updated in place).
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
 
 
 def resolve_device(device: str) -> torch.device:
