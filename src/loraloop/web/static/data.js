@@ -99,12 +99,12 @@
     var more = 0;
     lines.forEach(function (line) {
       var m;
-      if ((m = /^line (\d+): (.*)$/.exec(line))) items.push({ line: Number(m[1]), text: m[2] });
-      else if ((m = /^file: (.*)$/.exec(line))) items.push({ line: 0, text: m[1] });
-      else if ((m = /and (\d+) more/.exec(line))) more = Number(m[1]);
+      if ((m = line.match(/^line (\d+): (.*)$/))) items.push({ line: Number(m[1]), text: m[2] });
+      else if ((m = line.match(/^file: (.*)$/))) items.push({ line: 0, text: m[1] });
+      else if ((m = line.match(/and (\d+) more/))) more = Number(m[1]);
       else if (line.trim()) items.push({ line: null, text: line.trim() });
     });
-    var total = /has (\d+) problem/.exec(head);
+    var total = head.match(/has (\d+) problem/);
     return { items: items, more: more, total: total ? Number(total[1]) : items.length + more };
   }
 
