@@ -140,6 +140,29 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(default=90, ge=1, le=3650)
     """Per-request usage rows older than this are deleted; daily totals are kept."""
 
+    maintenance_interval_seconds: float = Field(default=30.0, gt=0)
+    """How often the maintenance loop looks for due drift checks, triggers and canaries."""
+
+    drift_window: int = Field(default=100, ge=10, le=5000)
+    """Requests per drift check: the newest ones of a deployment."""
+
+    drift_every: int = Field(default=50, ge=1, le=5000)
+    """A deployment is checked again after this many new requests."""
+
+    drift_alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    """Significance of each drift test; small, because checks repeat all day."""
+
+    eval_max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    """Longest answer an evaluation case may get."""
+
+    judge_base_url: str | None = None
+    """An OpenAI-compatible ``/v1`` URL whose model judges challenger against champion answers
+    pairwise (this platform's own ``/v1`` works too); unset: no judge. Its key is read by the
+    worker from ``LORALOOP_JUDGE_API_KEY``."""
+
+    judge_model: str | None = None
+    """The model name to ask at ``judge_base_url``."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -31,6 +31,7 @@ from loraloop.gateway.credentials import Vault
 from loraloop.gateway.engines import EngineLike, Engines
 from loraloop.gateway.service import Gateway
 from loraloop.jobs.runner import LocalWorker
+from loraloop.mlops.loop import Maintenance
 from loraloop.storage import Storage
 
 __all__ = ["create_app"]
@@ -41,23 +42,29 @@ def create_app(
     db: Database | None = None,
     *,
     local_worker: bool = False,
+    maintenance: bool = False,
     engine_factory: Callable[[Path], EngineLike] | None = None,
 ) -> FastAPI:
     """Build the app. ``local_worker`` runs queued jobs inside this process (``loraloop up``);
+    ``maintenance`` runs the maintenance loop's clock (drift checks, retraining, canaries);
     ``engine_factory`` replaces the inference engine (benchmarks measure the gateway alone)."""
     db = db or Database(settings.resolved_database_url)
     worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
     gateway = Gateway(db, settings, Engines(settings, engine_factory), Vault(settings.secret()))
+    storage = Storage(settings.home / "artifacts")
+    clock = Maintenance(db, settings, storage) if maintenance else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if worker is not None:
-            worker.start()
+        for started in (worker, clock):
+            if started is not None:
+                started.start()
         try:
             yield
         finally:
-            if worker is not None:
-                worker.stop()
+            for started in (clock, worker):
+                if started is not None:
+                    started.stop()
             await gateway.http.aclose()
             gateway.engines.close()
 
@@ -71,7 +78,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.storage = Storage(settings.home / "artifacts")
+    app.state.storage = storage
     app.state.gateway = gateway
     errors.install(app)
     # /v1 first: the hot path should not be matched against every other route before it

@@ -25,6 +25,7 @@ __all__ = [
     "LICENCES",
     "PRESETS",
     "create",
+    "get_any",
     "get_own",
     "get_version",
     "get_visible",
@@ -122,6 +123,14 @@ def get_visible(session: Session, user: User, adapter_id: int) -> Adapter:
     return adapter
 
 
+def get_any(session: Session, adapter_id: int) -> Adapter:
+    """The adapter whoever owns it: for the platform's own work (the loop), never for a user."""
+    adapter = session.get(Adapter, adapter_id)
+    if adapter is None:
+        raise NotFound(f"adapter {adapter_id} not found", param="adapter_id")
+    return adapter
+
+
 def get_own(session: Session, user: User, adapter_id: int) -> Adapter:
     """Changing an adapter needs ownership; others (even of public ones) see "not found"."""
     adapter = session.get(Adapter, adapter_id)
@@ -190,8 +199,13 @@ def start_training(
     preset: str = "balanced",
     options: dict[str, Any] | None = None,
     parent_version: int | None = None,
+    train_sha256: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Job:
-    """Queue a training job for a new version of the adapter on one of the owner's datasets."""
+    """Queue a training job for a new version of the adapter on one of the owner's datasets.
+
+    ``train_sha256`` replaces the version's training split by another stored file (the
+    maintenance loop's split plus accepted corrections); ``extra`` joins the payload."""
     adapter = get_own(session, owner, adapter_id)
     data = _dataset_version(session, owner, dataset_id, dataset_version)
     base = base_models.get(session, adapter.base_model_id)
@@ -205,7 +219,7 @@ def start_training(
         "base_path": str(base_models.absolute_path(settings, base)),
         "base_default": base.is_default,
         "models_dir": str(base_models.models_dir(settings)),
-        "train_file": str(storage.path(data.train_sha256)),
+        "train_file": str(storage.path(train_sha256 or data.train_sha256)),
         "validation_file": str(storage.path(data.validation_sha256))
         if data.validation_sha256
         else None,
@@ -220,6 +234,7 @@ def start_training(
         },
         "parent_version_id": parent,
         "spec": _merge(preset, options or {}),
+        **(extra or {}),
     }
     job = queue.enqueue(session, owner, "train", payload, submitted=False, max_attempts=3)
     job.payload = {**payload, "output_dir": str(runs / f"job-{job.id}")}

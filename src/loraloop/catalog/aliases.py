@@ -2,7 +2,8 @@
 
 The first version an adapter gets becomes its champion, so a deployment on the alias works
 from the first training run; later versions move it only when someone (or, with the
-maintenance loop, the evaluation gate) says so.
+maintenance loop, the evaluation gate) says so. Every move goes through :func:`move`, which
+writes an :class:`AliasChange` row: the history a rollback and the dashboards read.
 """
 
 from __future__ import annotations
@@ -11,10 +12,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters
-from loraloop.db.tables import AdapterAlias, AdapterVersion, User
+from loraloop.db.tables import AdapterAlias, AdapterVersion, AliasChange, User
 from loraloop.errors import InvalidRequest, NotFound
 
-__all__ = ["ALIASES", "aliases_of", "ensure_champion", "resolve", "set_alias"]
+__all__ = [
+    "ALIASES",
+    "aliases_of",
+    "clear",
+    "current",
+    "ensure_champion",
+    "history",
+    "move",
+    "resolve",
+    "set_alias",
+]
 
 ALIASES = ("champion", "challenger")
 
@@ -31,14 +42,75 @@ def set_alias(
     adapters.get_own(session, user, adapter_id)  # another user's adapter is "not found" first
     _check(alias)
     row = adapters.get_version(session, user, adapter_id, version)
-    current = session.get(AdapterAlias, (adapter_id, alias))
-    if current is None:
-        current = AdapterAlias(adapter_id=adapter_id, alias=alias, version_id=row.id)
-        session.add(current)
+    return move(session, adapter_id, alias, row.id, cause="manual", actor_id=user.id)
+
+
+def move(
+    session: Session,
+    adapter_id: int,
+    alias: str,
+    version_id: int,
+    *,
+    cause: str,
+    actor_id: int | None = None,
+    decision_id: int | None = None,
+) -> AdapterAlias:
+    """Point ``alias`` at the version with id ``version_id`` and record why and by whom."""
+    _check(alias)
+    row = session.get(AdapterAlias, (adapter_id, alias))
+    before = row.version_id if row else None
+    if row is None:
+        row = AdapterAlias(adapter_id=adapter_id, alias=alias, version_id=version_id)
+        session.add(row)
     else:
-        current.version_id = row.id
+        row.version_id = version_id
+    if before != version_id:
+        session.add(
+            AliasChange(
+                adapter_id=adapter_id,
+                alias=alias,
+                from_version_id=before,
+                to_version_id=version_id,
+                cause=cause,
+                actor_id=actor_id,
+                decision_id=decision_id,
+            )
+        )
     session.flush()
-    return current
+    return row
+
+
+def clear(
+    session: Session, adapter_id: int, alias: str, *, cause: str, actor_id: int | None = None
+) -> None:
+    """Remove ``alias`` (a challenger that was refused or rolled back serves nothing)."""
+    row = session.get(AdapterAlias, (adapter_id, alias))
+    if row is None:
+        return
+    session.add(
+        AliasChange(
+            adapter_id=adapter_id,
+            alias=alias,
+            from_version_id=row.version_id,
+            to_version_id=None,
+            cause=cause,
+            actor_id=actor_id,
+        )
+    )
+    session.delete(row)
+    session.flush()
+
+
+def current(session: Session, adapter_id: int, alias: str) -> AdapterVersion | None:
+    """The version ``alias`` names, or None."""
+    row = session.get(AdapterAlias, (adapter_id, alias))
+    return session.get(AdapterVersion, row.version_id) if row else None
+
+
+def history(session: Session, adapter_id: int, limit: int = 100) -> list[AliasChange]:
+    """The newest moves first."""
+    query = select(AliasChange).where(AliasChange.adapter_id == adapter_id)
+    return list(session.scalars(query.order_by(AliasChange.id.desc()).limit(limit)))
 
 
 def aliases_of(session: Session, adapter_id: int) -> dict[str, int]:
@@ -69,7 +141,4 @@ def resolve(session: Session, adapter_id: int, alias: str) -> AdapterVersion:
 def ensure_champion(session: Session, version: AdapterVersion) -> None:
     """Make ``version`` the champion when its adapter has none yet."""
     if session.get(AdapterAlias, (version.adapter_id, "champion")) is None:
-        session.add(
-            AdapterAlias(adapter_id=version.adapter_id, alias="champion", version_id=version.id)
-        )
-        session.flush()
+        move(session, version.adapter_id, "champion", version.id, cause="first")

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -30,6 +31,7 @@ __all__ = [
     "Adapter",
     "AdapterAlias",
     "AdapterVersion",
+    "AliasChange",
     "ApiKey",
     "Base",
     "BaseModel",
@@ -37,12 +39,20 @@ __all__ = [
     "Dataset",
     "DatasetVersion",
     "Deployment",
+    "DriftReport",
+    "EvalCase",
+    "EvalRun",
+    "EvalSuite",
     "Feedback",
+    "GateDecision",
     "Invite",
     "Job",
     "JobEvent",
     "LoginFailure",
+    "RetrainPolicy",
+    "RetrainRun",
     "Trace",
+    "TrainingCandidate",
     "UsageDaily",
     "UsageEvent",
     "User",
@@ -331,6 +341,8 @@ class Deployment(Base):
     upstream_model: Mapped[str | None] = mapped_column(String(200))
     upstream_key: Mapped[str | None] = mapped_column(Text)
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    canary_share: Mapped[float] = mapped_column(Float, default=0.0)
+    """On an alias deployment: the share of requests the adapter's challenger answers."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -430,4 +442,220 @@ class Feedback(Base):
     correction: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]]
     comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingCandidate(Base):
+    """A corrected answer offered as a training example (or a held-out eval case) for the
+    adapter that gave the original answer. Accepted ones feed the next retraining."""
+
+    __tablename__ = "training_candidates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    feedback_id: Mapped[int | None] = mapped_column(
+        ForeignKey("feedback.id", ondelete="SET NULL"), unique=True
+    )
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    role: Mapped[str] = mapped_column(String(8), default="train")
+    """``train`` (goes into the next training set) or ``eval`` (held out: the corrections
+    suite the gate scores a challenger on)."""
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+
+class EvalSuite(Base):
+    """A named set of evaluation cases of one adapter: ``heldout`` (the dataset's validation
+    split), ``owner`` (written by the owner), ``corrections`` or ``community``."""
+
+    __tablename__ = "eval_suites"
+    __table_args__ = (UniqueConstraint("adapter_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(12))
+    metric: Mapped[str] = mapped_column(String(16))
+    """The metric the gate compares on; each case may name its own."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalCase(Base):
+    __tablename__ = "eval_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suite_id: Mapped[int] = mapped_column(
+        ForeignKey("eval_suites.id", ondelete="CASCADE"), index=True
+    )
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """The conversation up to the user turn the model answers."""
+    expected: Mapped[Any] = mapped_column(JSON)
+    metric: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_candidates.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalRun(Base):
+    """One version scored on one suite by one evaluation job: the summary and every case."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (UniqueConstraint("job_id", "version_id", "suite_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="CASCADE"), index=True
+    )
+    suite_id: Mapped[int] = mapped_column(ForeignKey("eval_suites.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    metric: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    """Mean of the suite's metric over its cases."""
+    summary: Mapped[dict[str, Any]]
+    cases: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """Per case: id, answer, score (and loss where measured)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GateDecision(Base):
+    """The gate's verdict on a challenger against the champion, with every number it used;
+    an owner's override is a decision of its own, naming who made it and why."""
+
+    __tablename__ = "gate_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    champion_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    challenger_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(12))
+    """``promote``, ``canary`` (promote after a live trial) or ``refuse``."""
+    reason: Mapped[str] = mapped_column(Text)
+    numbers: Mapped[dict[str, Any]]
+    override_of: Mapped[int | None] = mapped_column(
+        ForeignKey("gate_decisions.id", ondelete="SET NULL")
+    )
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    """None: the gate decided; else the owner who overrode it."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasChange(Base):
+    """Every move of an adapter's champion or challenger: the history rollback reads."""
+
+    __tablename__ = "alias_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    alias: Mapped[str] = mapped_column(String(16))
+    from_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    to_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    cause: Mapped[str] = mapped_column(String(16))
+    """``first``, ``gate``, ``override``, ``canary``, ``rollback``, ``manual``, ``cleared``."""
+    decision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("gate_decisions.id", ondelete="SET NULL")
+    )
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RetrainPolicy(Base):
+    """When an adapter retrains itself, and how its challengers are judged."""
+
+    __tablename__ = "retrain_policies"
+
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True
+    )
+    mode: Mapped[str] = mapped_column(String(8), default="propose")
+    """``auto`` (retrain, gate and promote unattended), ``propose`` (wait for the owner's
+    click), ``off``."""
+    on_drift: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_quality: Mapped[bool] = mapped_column(Boolean, default=True)
+    min_new_examples: Mapped[int | None] = mapped_column(Integer)
+    every_hours: Mapped[int | None] = mapped_column(Integer)
+    margin: Mapped[float] = mapped_column(Float, default=0.02)
+    tolerance: Mapped[float] = mapped_column(Float, default=0.02)
+    canary_share: Mapped[float] = mapped_column(Float, default=0.0)
+    canary_min_feedback: Mapped[int] = mapped_column(Integer, default=20)
+    trust_owner_corrections: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RetrainRun(Base):
+    """One pass of the loop for an adapter: why it started, its jobs, how it ended."""
+
+    __tablename__ = "retrain_runs"
+    __table_args__ = (Index("ix_retrain_runs_adapter_status", "adapter_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(12))
+    """``drift``, ``quality``, ``examples``, ``schedule`` or ``manual``."""
+    detail: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12))
+    """``proposed`` → ``training`` → ``evaluating`` → ``promoted`` | ``canary`` | ``refused``;
+    or ``dismissed``, ``failed``."""
+    train_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    eval_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    challenger_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    decision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("gate_decisions.id", ondelete="SET NULL")
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DriftReport(Base):
+    """Input and quality drift of one deployment over one window of its traffic."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (Index("ix_drift_reports_deployment", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
+    version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="SET NULL")
+    )
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
+    first_trace_at: Mapped[datetime | None]
+    last_trace_at: Mapped[datetime | None]
+    requests: Mapped[int] = mapped_column(Integer)
+    """Traces of the deployment up to this window (its position in the traffic)."""
+    input: Mapped[dict[str, Any]]
+    """MMD², p-value, out-of-distribution share and threshold, clusters with example texts."""
+    quality: Mapped[dict[str, Any]]
+    alarm: Mapped[str | None] = mapped_column(String(12))
+    """None, ``drift`` or ``quality``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

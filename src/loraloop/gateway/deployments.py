@@ -6,11 +6,13 @@
                ──upstream───────────▶ an external OpenAI-compatible server (vLLM --enable-lora, ...)
 
 :func:`resolve` runs per request, so moving ``champion`` moves traffic on the next request,
-while a stream already running keeps the version it started with.
+while a stream already running keeps the version it started with. An alias deployment with a
+``canary_share`` sends that share of its requests to the adapter's challenger instead.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +264,8 @@ def resolve(session: Session, settings: Settings, vault: Vault, row: Deployment)
     assert row.adapter_id is not None
     if row.alias:
         version = aliases.resolve(session, row.adapter_id, row.alias)
+        if row.canary_share > 0 and random.random() < row.canary_share:  # noqa: S311 (a traffic split, not a secret)
+            version = aliases.current(session, row.adapter_id, "challenger") or version
     else:
         found = session.get(AdapterVersion, row.adapter_version_id)
         if found is None:

@@ -46,7 +46,21 @@ KINDS: dict[str, JobKind] = {
             "loraloop.catalog.training_job",
             submittable=False,
             description="Trains a LoRA adapter version (start it from the adapter).",
-            on_success="loraloop.catalog.adapters:record_version",
+            on_success="loraloop.mlops.policy:train_succeeded",
+        ),
+        JobKind(
+            "evaluate",
+            "loraloop.mlops.evaluate_job",
+            submittable=False,
+            description="Scores adapter versions on the adapter's evaluation suites.",
+            on_success="loraloop.mlops.gate:evaluation_succeeded",
+        ),
+        JobKind(
+            "drift_check",
+            "loraloop.mlops.drift_job",
+            submittable=False,
+            description="Tests a deployment's recent inputs against its training inputs.",
+            on_success="loraloop.mlops.monitor:drift_checked",
         ),
     ]
 }

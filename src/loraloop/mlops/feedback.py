@@ -1,6 +1,7 @@
 """Feedback on a served answer (a trace): a thumbs or 1–5 rating, a better answer, tags, a
 comment. Only the trace's owner gives it: in the playground, or from their program with any
-of their keys, citing the completion id ``/v1`` returned."""
+of their keys, citing the completion id ``/v1`` returned. A correction of an adapter's answer
+also becomes a training candidate for that adapter (:mod:`loraloop.mlops.candidates`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.db.tables import ApiKey, Feedback, Trace, User
 from loraloop.errors import InvalidRequest, NotFound
+from loraloop.mlops import candidates
 
 __all__ = ["SCALES", "give", "recent"]
 
@@ -69,6 +71,7 @@ def give(
     )
     session.add(row)
     session.flush()
+    candidates.from_feedback(session, row)
     return row
 
 
