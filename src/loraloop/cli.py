@@ -102,7 +102,7 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
         typer.echo("  or run: loraloop admin create --email you@example.com")
     else:
         typer.echo(f"  Open {url} and sign in.")
-    app_ = create_app(settings, db, local_worker=local_worker, maintenance=True)
+    app_ = create_app(settings, db, local_worker=local_worker, run_maintenance=True)
     logs.configure()
     uvicorn.run(
         app_,

@@ -21,6 +21,7 @@ from loraloop.api.routes import (
     health,
     jobs,
     keys,
+    maintenance,
     openai,
     playground,
 )
@@ -42,17 +43,17 @@ def create_app(
     db: Database | None = None,
     *,
     local_worker: bool = False,
-    maintenance: bool = False,
+    run_maintenance: bool = False,
     engine_factory: Callable[[Path], EngineLike] | None = None,
 ) -> FastAPI:
     """Build the app. ``local_worker`` runs queued jobs inside this process (``loraloop up``);
-    ``maintenance`` runs the maintenance loop's clock (drift checks, retraining, canaries);
+    ``run_maintenance`` runs the maintenance loop's clock (drift checks, retraining, canaries);
     ``engine_factory`` replaces the inference engine (benchmarks measure the gateway alone)."""
     db = db or Database(settings.resolved_database_url)
     worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
     gateway = Gateway(db, settings, Engines(settings, engine_factory), Vault(settings.secret()))
     storage = Storage(settings.home / "artifacts")
-    clock = Maintenance(db, settings, storage) if maintenance else None
+    clock = Maintenance(db, settings, storage) if run_maintenance else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +83,18 @@ def create_app(
     app.state.gateway = gateway
     errors.install(app)
     # /v1 first: the hot path should not be matched against every other route before it
-    routers = (health, auth, keys, jobs, admin, catalog, datasets, deployments, playground)
+    routers = (
+        health,
+        auth,
+        keys,
+        jobs,
+        admin,
+        catalog,
+        datasets,
+        deployments,
+        maintenance,
+        playground,
+    )
     for module in (openai, feedback, *routers, worker_routes):
         app.include_router(module.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it

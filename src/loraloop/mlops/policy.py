@@ -39,6 +39,7 @@ __all__ = [
     "OPEN",
     "TRIGGERS",
     "approve",
+    "challenge",
     "dismiss",
     "get",
     "open_run",
@@ -300,23 +301,92 @@ def train_succeeded(session: Session, job: Job) -> AdapterVersion:
     if champion is None or champion.id == version.id:
         run.status = "promoted"  # it had no champion to beat
         return version
-    aliases.move(session, version.adapter_id, "challenger", version.id, cause="retrain")
     owner = session.get(User, job.owner_id)
     assert owner is not None
-    payload = gate.evaluation_payload(
+    _queue_gate(
         session,
-        version.adapter_id,
-        [champion, version],
+        run,
+        owner,
+        champion,
+        version,
         base={k: job.payload[k] for k in ("base_path", "base_default", "models_dir")},
         judge=maintenance.get("judge"),
         max_new_tokens=int(maintenance.get("max_new_tokens", 64)),
-        gate={"retrain_run_id": run.id, "champion_id": champion.id, "challenger_id": version.id},
+    )
+    return version
+
+
+def _queue_gate(
+    session: Session,
+    run: RetrainRun,
+    owner: User,
+    champion: AdapterVersion,
+    challenger: AdapterVersion,
+    *,
+    base: dict[str, Any],
+    judge: dict[str, Any] | None,
+    max_new_tokens: int,
+) -> None:
+    """Make ``challenger`` the challenger and queue the evaluation that gates it."""
+    run.challenger_version_id = challenger.id
+    payload = gate.evaluation_payload(
+        session,
+        challenger.adapter_id,
+        [champion, challenger],
+        base=base,
+        judge=judge,
+        max_new_tokens=max_new_tokens,
+        gate={"retrain_run_id": run.id, "champion_id": champion.id, "challenger_id": challenger.id},
     )
     if not any(s["cases"] for s in payload["suites"]):
         run.status, run.error = "refused", "the adapter has no evaluation cases to gate on"
-        return version
+        return
+    aliases.move(session, challenger.adapter_id, "challenger", challenger.id, cause="retrain")
     evaluation = queue.enqueue(session, owner, "evaluate", payload, submitted=False)
-    run.challenger_version_id = version.id
     run.eval_job_id = evaluation.id
     run.status = "evaluating"
-    return version
+    session.flush()
+
+
+def challenge(
+    session: Session, settings: Settings, user: User, adapter_id: int, version: int
+) -> RetrainRun:
+    """Put an existing version of your adapter through the gate against the champion."""
+    adapters.get_own(session, user, adapter_id)
+    challenger = adapters.get_version(session, user, adapter_id, version)
+    champion = aliases.current(session, adapter_id, "champion")
+    if champion is None:
+        raise Conflict("the adapter has no champion to challenge", code="no_champion")
+    if champion.id == challenger.id:
+        raise Conflict(f"version {version} is the champion already", code="already_champion")
+    found = open_run(session, adapter_id)
+    if found is not None:
+        raise Conflict(
+            f"retrain run {found.id} is still {found.status}; wait for it or dismiss it",
+            code="run_open",
+        )
+    run = RetrainRun(
+        adapter_id=adapter_id,
+        trigger="manual",
+        detail={"by": user.id, "challenge": version},
+        status="evaluating",
+    )
+    session.add(run)
+    session.flush()
+    _queue_gate(
+        session,
+        run,
+        user,
+        champion,
+        challenger,
+        base=gate.base_of(settings, session, adapter_id),
+        judge=gate.judge_of(settings),
+        max_new_tokens=settings.eval_max_new_tokens,
+    )
+    if run.status == "refused":
+        raise InvalidRequest(
+            "the adapter has no evaluation cases: add a suite, or train on a dataset with a "
+            "validation split",
+            code="no_eval_cases",
+        )
+    return run
