@@ -24,7 +24,9 @@ from loraloop.catalog import adapters, aliases
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import (
+    Adapter,
     AdapterVersion,
+    BaseModel,
     Dataset,
     DatasetVersion,
     DriftReport,
@@ -40,7 +42,13 @@ from loraloop.mlops import loop, policy
 from loraloop.storage import Storage
 from loraloop.testing import make_tiny_adapter, make_tiny_model
 from tests.conftest import serve
-from tests.factories import make_base_model, make_deployment, make_key, make_user
+from tests.factories import (
+    make_adapter_version,
+    make_base_model,
+    make_deployment,
+    make_key,
+    make_user,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
@@ -252,7 +260,8 @@ def test_drift_and_corrections_retrain_gate_and_promote_unattended(owner: Owner)
         assert decision is not None
         assert (run.status, decision.outcome) == ("promoted", "promote"), decision.reason
         pooled = decision.numbers["pooled"]
-        assert pooled["delta"] >= 0.02 and pooled["low"] > 0
+        assert pooled["delta"] >= 0.02
+        assert pooled["low"] > 0
         assert run.detail["added_examples"] == 30  # 40 corrections, every 4th held out
 
     assert owner.champion() == 2
@@ -264,8 +273,6 @@ def test_drift_and_corrections_retrain_gate_and_promote_unattended(owner: Owner)
 def test_a_worse_challenger_is_refused_and_never_serves(
     owner: Owner, tiny: dict[str, Path]
 ) -> None:
-    from tests.factories import make_adapter_version
-
     with owner.db.session() as session:
         adapter = adapters.get_any(session, owner.adapter_id)
         base_id = adapter.base_model_id
@@ -281,11 +288,10 @@ def test_a_worse_challenger_is_refused_and_never_serves(
     assert added.status_code == 201, added.text
 
     with owner.db.session() as session:
-        from loraloop.db.tables import Adapter, BaseModel
-
         base = session.get(BaseModel, base_id)
         row = session.get(Adapter, owner.adapter_id)
-        assert base is not None and row is not None
+        assert base is not None
+        assert row is not None
     worse = make_adapter_version(owner.db, owner.user, base, tiny["random"], adapter=row)
     challenged = owner.http.post(
         f"/api/adapters/{owner.adapter_id}/challenge", json={"version": worse.version}
