@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from loraloop import __version__, deploy_commands, train_commands
+from loraloop import __version__, deploy_commands, loop_commands, train_commands
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
 from loraloop.db.tables import User
@@ -238,6 +238,7 @@ def keys_revoke(
 app.command()(train_commands.train)
 app.command()(train_commands.chat)
 app.add_typer(deploy_commands.deploy_app, name="deploy")
+app.add_typer(loop_commands.loop_app, name="loop")
 
 if __name__ == "__main__":
     app()
