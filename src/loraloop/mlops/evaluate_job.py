@@ -77,6 +77,7 @@ def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> di
                 ],
                 "score": sum(scores) / len(scores) if scores else 0.0,
                 "loss": _mean(losses),
+                "perplexity": _perplexity(losses),
             }
             done += len(cases)
             report({"event": "progress", "done": done, "total": total, "version": entry["version"]})
@@ -107,6 +108,11 @@ def _losses(model: Any, tokenizer: Any, cases: list[dict[str, Any]]) -> list[flo
         ):
             losses[i] = None if math.isnan(loss) else loss
     return losses
+
+
+def _perplexity(losses: list[float | None]) -> float | None:
+    real = [v for v in losses if v is not None]
+    return evaluation.perplexity(real) if real else None
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -217,7 +217,11 @@ def evaluation_succeeded(session: Session, job: Job) -> None:
                     job_id=job.id,
                     metric=suite.metric,
                     score=float(scored["score"]),
-                    summary={"loss": scored.get("loss"), "cases": len(scored["cases"])},
+                    summary={
+                        "loss": scored.get("loss"),
+                        "perplexity": scored.get("perplexity"),
+                        "cases": len(scored["cases"]),
+                    },
                     cases=scored["cases"],
                 )
             )
