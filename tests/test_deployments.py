@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import Deployment, Trace
 from loraloop.identity.tokens import digest
@@ -133,6 +134,12 @@ def test_bad_deployments_say_what_is_wrong(
     response = client.post("/api/deployments", json=body)
     assert response.status_code == 400
     assert says in response.json()["error"]["message"]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The fake upstreams listen on 127.0.0.1: this operator allows private upstreams."""
+    return settings.model_copy(update={"egress_allow_private": True})
 
 
 def test_an_upstream_deployment_proxies_and_never_shows_its_key(

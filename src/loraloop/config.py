@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(default=90, ge=1, le=3650)
     """Per-request usage rows older than this are deleted; daily totals are kept."""
 
+    egress_allow_private: bool = False
+    """Let upstreams (external deployments, app members) point at loopback, private or
+    link-local addresses. Off: nobody can make the server call its own network."""
+
     maintenance_interval_seconds: float = Field(default=30.0, gt=0)
     """How often the maintenance loop looks for due drift checks, triggers and canaries."""
 

@@ -76,6 +76,7 @@ def create(
                 upstream_model=upstream_model,
                 upstream_key=upstream_key,
                 system_prompt=system,
+                allow_private=settings.egress_allow_private,
             )
             label = deployments.target_label(session, row)
     except LoraloopError as exc:

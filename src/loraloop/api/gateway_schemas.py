@@ -78,7 +78,11 @@ class _Sampling(Strict):
 
     def call(self, endpoint: Literal["chat", "completions"], **content: Any) -> Call:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        given = set(self.model_fields_set)
+        if "max_completion_tokens" in given:
+            given.add("max_tokens")
         return Call(
+            given=frozenset(given),
             endpoint=endpoint,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
@@ -111,9 +115,16 @@ class _Habits(Strict):
 class ChatRequest(_Sampling, _Habits):
     model: str = Field(min_length=1, max_length=200)
     messages: list[Message] = Field(min_length=1, max_length=1000)
+    metadata: (
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
+    ) = Field(
+        default=None, max_length=16, description="Up to 16 pairs; an app's rules may route on them."
+    )
 
     def to_call(self) -> Call:
-        return self.call("chat", messages=[m.plain() for m in self.messages])
+        return self.call(
+            "chat", messages=[m.plain() for m in self.messages], metadata=self.metadata
+        )
 
 
 class CompletionRequest(_Sampling, _Habits):
@@ -170,6 +181,12 @@ class DeploymentCreate(Strict):
         default=None, max_length=2000, description="Stored encrypted; never returned."
     )
     system_prompt: str | None = Field(default=None, max_length=20_000)
+    app: dict[str, Any] | None = Field(
+        default=None,
+        description="An app over your other deployments: {type: single|router|fallback, "
+        "members: [{deployment, name?, description?, timeout_seconds?}], rules?, semantic?, "
+        "default?, system_prompt?, defaults?}",
+    )
 
 
 class DeploymentPublic(Public):
@@ -185,6 +202,7 @@ class DeploymentPublic(Public):
     upstream_model: str | None
     has_upstream_key: bool
     system_prompt: str | None
+    app: dict[str, Any] | None = None
     created_at: datetime
 
 

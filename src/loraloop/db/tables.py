@@ -341,6 +341,8 @@ class Deployment(Base):
     upstream_model: Mapped[str | None] = mapped_column(String(200))
     upstream_key: Mapped[str | None] = mapped_column(Text)
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    app: Mapped[dict[str, Any] | None]
+    """For ``kind="app"``: the app's spec (type, members, rules, defaults); see gateway.apps."""
     canary_share: Mapped[float] = mapped_column(Float, default=0.0)
     """On an alias deployment: the share of requests the adapter's challenger answers."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -361,6 +363,12 @@ class Trace(Base):
     adapter_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("adapter_versions.id", ondelete="SET NULL")
     )
+    app_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    """The app the client called, when ``deployment_id`` is the member that answered."""
+    route: Mapped[dict[str, Any] | None]
+    """Why that member answered: the rule, the similarity, the fallbacks tried before it."""
     source: Mapped[str] = mapped_column(String(16))
     endpoint: Mapped[str] = mapped_column(String(24))
     model: Mapped[str] = mapped_column(String(200))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, func, select
@@ -25,22 +26,27 @@ from loraloop.catalog import adapters, aliases, base_models
 from loraloop.config import Settings
 from loraloop.db.tables import Adapter, AdapterAlias, AdapterVersion, BaseModel, Deployment, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound
+from loraloop.gateway import egress
 from loraloop.gateway.credentials import Vault
 from loraloop.ml.engine import AdapterRef
 
 __all__ = [
     "STATUSES",
+    "Step",
     "Target",
     "by_name",
     "create",
     "delete",
     "get_own",
     "list_own",
-    "playground_target",
+    "playground_steps",
     "resolve",
+    "serving_steps",
     "serving_target",
     "set_status",
+    "steps_of",
     "target_label",
+    "update_app",
 ]
 
 #: The same alphabet as an API key's ``inference:<deployment>`` scope.
@@ -62,6 +68,10 @@ class Target:
     upstream_model: str | None = None
     upstream_key: str | None = None
     system_prompt: str | None = None
+    app_id: int | None = None
+    """The app the client called, when this target is one of its members."""
+    route: dict[str, Any] | None = None
+    """Why this member answers (the rule, the similarity, fallbacks tried before)."""
 
     def __repr__(self) -> str:  # the upstream key never reaches a log line
         return f"Target(model={self.model!r}, deployment_id={self.deployment_id})"
@@ -74,6 +84,19 @@ class Target:
         return f"lora-{self.adapter.key[:12]}" if self.adapter else "base"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One target to try for a request, and why (an app's router or fallback chain gives
+    several; a plain deployment one)."""
+
+    target: Target
+    route: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    """Time to the first token before a fallback chain tries its next member."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Sampling values (temperature, top_p, max_tokens) for a request that left them unset."""
+
+
 def _validate(
     name: str,
     *,
@@ -83,6 +106,7 @@ def _validate(
     base_model_id: int | None,
     upstream_url: str | None,
     upstream_model: str | None,
+    app: dict[str, Any] | None = None,
 ) -> str:
     problems = []
     if not _NAME.match(name):
@@ -93,10 +117,12 @@ def _validate(
     kinds = [k for k, v in (("adapter", adapter_id), ("base", base_model_id)) if v is not None]
     if upstream_url is not None:
         kinds.append("external")
+    if app is not None:
+        kinds.append("app")
     if len(kinds) != 1:
         problems.append(
             "give exactly one target: adapter_id (with version or alias), base_model_id, "
-            "or upstream_url"
+            "upstream_url, or app"
         )
     if adapter_id is not None and (version is None) == (alias is None):
         problems.append("an adapter deployment needs either version or alias, not both")
@@ -130,8 +156,12 @@ def create(
     upstream_model: str | None = None,
     upstream_key: str | None = None,
     system_prompt: str | None = None,
+    app: dict[str, Any] | None = None,
+    allow_private: bool = False,
 ) -> Deployment:
-    """A new deployment of something you can see (your adapters, public ones, any base)."""
+    """A new deployment of something you can see (your adapters, public ones, any base), an
+    external upstream (refused on a private address unless ``allow_private``), or an app over
+    your other deployments (:mod:`loraloop.gateway.apps`)."""
     kind = _validate(
         name,
         adapter_id=adapter_id,
@@ -140,6 +170,7 @@ def create(
         base_model_id=base_model_id,
         upstream_url=upstream_url,
         upstream_model=upstream_model,
+        app=app,
     )
     row = Deployment(owner_id=owner.id, name=name, kind=kind, system_prompt=system_prompt)
     if kind == "adapter":
@@ -155,13 +186,32 @@ def create(
     elif kind == "base":
         assert base_model_id is not None
         row.base_model_id = base_models.get(session, base_model_id).id
+    elif kind == "app":
+        from loraloop.gateway import apps  # apps builds on this module
+
+        row.app = apps.validate(session, owner, name, app)
     else:
+        egress.check_url(upstream_url or "", allow_private=allow_private)
         row.upstream_url = (upstream_url or "").rstrip("/")
         row.upstream_model = upstream_model
         row.upstream_key = vault.seal(upstream_key) if upstream_key else None
     if by_name(session, owner, name) is not None:
         raise Conflict(f"you already have a deployment named {name}", code="deployment_exists")
     session.add(row)
+    session.flush()
+    return row
+
+
+def update_app(
+    session: Session, owner: User, deployment_id: int, spec: dict[str, Any]
+) -> Deployment:
+    """Replace an app's spec; the next request routes by the new one."""
+    from loraloop.gateway import apps
+
+    row = get_own(session, owner, deployment_id)
+    if row.kind != "app":
+        raise InvalidRequest(f"deployment {row.name} is not an app", param="deployment_id")
+    row.app = apps.validate(session, owner, row.name, spec)
     session.flush()
     return row
 
@@ -205,13 +255,44 @@ _SERVING = (
 )
 
 
+def serving_steps(
+    session: Session,
+    settings: Settings,
+    vault: Vault,
+    owner: User,
+    name: str,
+    request: Any = None,
+) -> list[Step] | None:
+    """What to try for a request to ``name`` (None: no such deployment). One query loads
+    every row a plain deployment needs; an app plans its members for ``request``
+    (an :class:`loraloop.gateway.apps.Request`)."""
+    rows = session.execute(_SERVING, {"owner_id": owner.id, "name": name}).first()
+    if rows is None:
+        return None
+    # while ``rows`` is alive the session holds the joined rows, so resolve finds them there
+    return steps_of(session, settings, vault, rows[0], request)
+
+
 def serving_target(
     session: Session, settings: Settings, vault: Vault, owner: User, name: str
 ) -> Target | None:
-    """:func:`resolve` of the deployment ``name``, or None; one query loads every row."""
-    rows = session.execute(_SERVING, {"owner_id": owner.id, "name": name}).first()
-    # while ``rows`` is alive the session holds the joined rows, so resolve finds them there
-    return resolve(session, settings, vault, rows[0]) if rows else None
+    """The first target :func:`serving_steps` would try (None: no such deployment)."""
+    found = serving_steps(session, settings, vault, owner, name)
+    return found[0].target if found else None
+
+
+def steps_of(
+    session: Session, settings: Settings, vault: Vault, row: Deployment, request: Any
+) -> list[Step]:
+    if row.kind != "app":
+        return [Step(resolve(session, settings, vault, row))]
+    from loraloop.gateway import apps
+
+    if row.status != "active":
+        resolve(session, settings, vault, row)  # the paused message
+    owner = session.get(User, row.owner_id)
+    assert owner is not None
+    return apps.plan(session, settings, vault, owner, row, request or apps.Request("", {}))
 
 
 def set_status(session: Session, owner: User, deployment_id: int, status: str) -> Deployment:
@@ -230,6 +311,10 @@ def target_label(session: Session, row: Deployment) -> str:
     """What the deployment points at, for people: ``kumo-coffee@champion``, ``base:...``."""
     if row.kind == "external":
         return f"{row.upstream_model} at {row.upstream_url}"
+    if row.kind == "app":
+        spec = row.app or {}
+        members = ", ".join(m["name"] for m in spec.get("members", []))
+        return f"app ({spec.get('type')}): {members}"
     if row.kind == "base":
         base = session.get(BaseModel, row.base_model_id)
         return f"base:{base.name if base else '?'}"
@@ -249,6 +334,8 @@ def resolve(session: Session, settings: Settings, vault: Vault, row: Deployment)
             code="deployment_paused",
             param="model",
         )
+    if row.kind == "app":
+        raise InvalidRequest(f"{row.name} is an app; its members answer (see steps_of)")
     if row.kind == "external":
         return Target(
             model=row.name,
@@ -295,7 +382,7 @@ def _local(
     )
 
 
-def playground_target(
+def playground_steps(
     session: Session,
     settings: Settings,
     vault: Vault,
@@ -305,8 +392,10 @@ def playground_target(
     adapter_id: int | None = None,
     version: int | None = None,
     base_model_id: int | None = None,
-) -> Target:
-    """The playground may talk to a deployment, any visible adapter version, or a base."""
+    request: Any = None,
+) -> list[Step]:
+    """The playground may talk to a deployment (an app too), any visible adapter version,
+    or a base."""
     given = [x for x in (deployment, adapter_id, base_model_id) if x is not None]
     if len(given) != 1:
         raise InvalidRequest("choose one of deployment, adapter_id (+ version) or base_model_id")
@@ -314,7 +403,18 @@ def playground_target(
         row = by_name(session, user, deployment)
         if row is None:
             raise NotFound(f"you have no deployment named {deployment}", param="deployment")
-        return resolve(session, settings, vault, row)
+        return steps_of(session, settings, vault, row, request)
+    return [Step(_playground_target(session, settings, user, adapter_id, version, base_model_id))]
+
+
+def _playground_target(
+    session: Session,
+    settings: Settings,
+    user: User,
+    adapter_id: int | None,
+    version: int | None,
+    base_model_id: int | None,
+) -> Target:
     if adapter_id is not None:
         adapter = adapters.get_visible(session, user, adapter_id)
         chosen = (

@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -30,9 +30,9 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.errors import InvalidRequest, LoraloopError, NotFound
-from loraloop.gateway import deployments, metering, shapes
+from loraloop.gateway import apps, deployments, egress, metering, shapes
 from loraloop.gateway.credentials import Vault
-from loraloop.gateway.deployments import Target
+from loraloop.gateway.deployments import Step, Target
 from loraloop.gateway.engines import Engines
 from loraloop.gateway.upstream import UpstreamSource
 from loraloop.identity import api_keys
@@ -41,6 +41,7 @@ __all__ = ["Call", "Caller", "Gateway"]
 
 Endpoint = Literal["chat", "completions"]
 _PRUNE_EVERY = 3600.0
+_FIRST_TOKEN_SECONDS = 60.0  # a fallback member's default time to its first token
 _SETTLE_SECONDS = 5.0  # an engine frees a cancelled request at its next step (milliseconds)
 _TRACE = insert(Trace)  # Core, built once: one row per request needs no unit of work
 
@@ -71,6 +72,15 @@ class Call:
     frequency_penalty: float = 0.0
     stream: bool = False
     include_usage: bool = False
+    metadata: dict[str, str] | None = None
+    """The request's ``metadata`` (an app's rules may route on it)."""
+    given: frozenset[str] = frozenset()
+    """Sampling fields the client set; an app's defaults fill the others."""
+
+    def with_defaults(self, defaults: dict[str, Any]) -> Call:
+        """This call with ``defaults`` for the sampling fields the client left unset."""
+        unset = {k: v for k, v in defaults.items() if k not in self.given}
+        return replace(self, **unset) if unset else self
 
     def sampling(self) -> dict[str, Any]:
         return {
@@ -131,6 +141,19 @@ class _Run:
     id: str
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
+    head: list[tuple[str, str | None]] = field(default_factory=list)
+    """Pieces a fallback chain read ahead to see that this member answers."""
+    rest: AsyncIterator[tuple[str, str | None]] | None = None
+
+    async def pieces(self) -> AsyncIterator[tuple[str, str | None]]:
+        for piece in self.head:
+            yield piece
+        async for piece in self.rest or self.source.pieces():
+            yield piece
+
+
+class _NoAnswer(Exception):
+    """A member of a fallback chain failed, timed out or answered nothing."""
 
 
 class Gateway:
@@ -173,15 +196,21 @@ class Gateway:
     def _may_use(self, caller: Caller, name: str) -> bool:
         return caller.key is None or api_keys.has_scope(caller.key, f"inference:{name}")
 
-    def target(self, caller: Caller, model: str) -> Target:
-        """The deployment ``model`` of the caller, as it stands now (404 when not theirs)."""
+    def steps(self, caller: Caller, model: str, call: Call | None = None) -> list[Step]:
+        """What to try for the caller's deployment ``model`` as it stands now (404 when not
+        theirs): one target, or an app's members for this ``call``."""
         found = None
         if self._may_use(caller, model):
             with self.db.session() as session:
-                found = deployments.serving_target(
-                    session, self.settings, self.vault, caller.user, model
+                found = deployments.serving_steps(
+                    session,
+                    self.settings,
+                    self.vault,
+                    caller.user,
+                    model,
+                    apps.Request.of(call) if call is not None else None,
                 )
-        if found is None:
+        if not found:
             raise NotFound(
                 f"The model {model!r} does not exist or this key may not use it; "
                 "GET /v1/models lists the ones it may",
@@ -196,21 +225,58 @@ class Gateway:
         self, caller: Caller, model: str, call: Call
     ) -> dict[str, Any] | AsyncIterator[str]:
         """:meth:`complete` on the caller's deployment ``model``, looked up as it stands now."""
-        return await self._answer(lambda: self._start(caller, self.target(caller, model), call))
+        return await self._chain(caller, lambda: self.steps(caller, model, call), call)
 
     async def complete(
-        self, caller: Caller, target: Target, call: Call
+        self, caller: Caller, steps: Target | list[Step], call: Call
     ) -> dict[str, Any] | AsyncIterator[str]:
         """The whole answer as an OpenAI body, or (``call.stream``) its SSE lines."""
-        return await self._answer(lambda: self._start(caller, target, call))
+        planned = [Step(steps)] if isinstance(steps, Target) else steps
+        return await self._chain(caller, lambda: planned, call)
 
-    async def _answer(self, start: Callable[[], _Run]) -> dict[str, Any] | AsyncIterator[str]:
+    async def _chain(
+        self, caller: Caller, plan: Callable[[], list[Step]], call: Call
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """Try each step until one answers: a fallback chain moves on when a member fails,
+        times out before its first token or answers nothing; the last one answers anyway."""
+        with anyio.CancelScope(shield=True):
+            steps = await anyio.to_thread.run_sync(plan)
+        tried: list[dict[str, Any]] = []
+        for index, step in enumerate(steps):
+            last = index == len(steps) - 1
+            route = {**step.route, "fallbacks": list(tried)} if tried else step.route
+            target = replace(step.target, route=route or None)
+            attempt = call.with_defaults(step.defaults)
+            try:
+                return await self._answer(
+                    lambda t=target, a=attempt: self._start(caller, t, a),  # type: ignore[misc]
+                    probe=None if last else (step.timeout_seconds or _FIRST_TOKEN_SECONDS),
+                )
+            except _NoAnswer as exc:
+                tried.append({"member": _member(step.route), "reason": str(exc)})
+            except LoraloopError as exc:
+                if last:
+                    raise
+                tried.append({"member": _member(step.route), "reason": exc.message})
+        raise AssertionError("the last step answers or raises")  # pragma: no cover
+
+    async def _answer(
+        self, start: Callable[[], _Run], *, probe: float | None = None
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """``probe``: read ahead to the first text (at most that many seconds) and raise
+        :class:`_NoAnswer` (after recording the attempt) when there is none."""
         # Everything before the first token (lookup, prompt, reservation, submit) is one trip to
         # a worker thread. Shielded: once started, the run must reach _finish to be settled.
         with anyio.CancelScope(shield=True):
             run = await anyio.to_thread.run_sync(start)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
+            if probe is not None:
+                await self._probe(run, probe)
+        except _NoAnswer as exc:
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, "error", exc)
+            raise
         except BaseException as exc:  # cancelled while it started: settle what it holds
             with anyio.CancelScope(shield=True):
                 await self._finish(run, "abandoned", exc)
@@ -219,7 +285,7 @@ class Gateway:
             return self._sse(run)
         text, finish = [], None
         try:
-            async for piece, reason in run.source.pieces():
+            async for piece, reason in run.pieces():
                 text.append(piece)
                 finish = reason or finish
         except BaseException as exc:
@@ -229,6 +295,25 @@ class Gateway:
         with anyio.CancelScope(shield=True):
             await self._finish(run, "ok", None)
         return _body(run, "".join(text), finish)
+
+    async def _probe(self, run: _Run, seconds: float) -> None:
+        """Read the run's pieces up to its first text; keep them for the answer."""
+        run.rest = aiter(run.source.pieces())
+        try:
+            with anyio.fail_after(seconds):
+                async for piece, reason in run.rest:
+                    run.head.append((piece, reason))
+                    if piece:
+                        return
+                    if reason is not None:
+                        break
+        except TimeoutError as exc:
+            raise _NoAnswer(f"no first token within {seconds:g} s") from exc
+        except LoraloopError as exc:
+            raise _NoAnswer(exc.message) from exc
+        except Exception as exc:  # an upstream's transport error, an engine failure
+            raise _NoAnswer(f"{type(exc).__name__}: {exc}") from exc
+        raise _NoAnswer("the answer was empty")
 
     def _start(self, caller: Caller, target: Target, call: Call) -> _Run:
         if target.upstream_url:
@@ -267,6 +352,7 @@ class Gateway:
     def _start_upstream(self, caller: Caller, target: Target, call: Call) -> _Run:
         assert target.upstream_url is not None
         assert target.upstream_model is not None
+        egress.check_address(target.upstream_url, allow_private=self.settings.egress_allow_private)
         body = call.sampling()
         unset = [k for k in ("seed", "stop", "top_k") if body[k] in (None, (), 0)]
         for name in unset:  # top_k is an extension an upstream may refuse
@@ -302,7 +388,7 @@ class Gateway:
         status, error = "ok", None
         try:
             yield shapes.event(_chunk(run, {"role": "assistant", "content": ""}, None))
-            async for piece, reason in run.source.pieces():
+            async for piece, reason in run.pieces():
                 if piece or reason:
                     yield shapes.event(_chunk(run, {"content": piece} if piece else {}, reason))
             if run.call.include_usage:
@@ -351,6 +437,8 @@ class Gateway:
                     "key_id": key_id,
                     "deployment_id": run.target.deployment_id,
                     "adapter_version_id": run.target.adapter_version_id,
+                    "app_id": run.target.app_id,
+                    "route": run.target.route,
                     "source": run.caller.source,
                     "endpoint": run.call.endpoint,
                     "model": run.target.model,
@@ -359,6 +447,7 @@ class Gateway:
                     "finish_reason": source.finish_reason,
                     "status": status,
                     "error": getattr(error, "message", None)
+                    or (str(error) if isinstance(error, _NoAnswer) else None)
                     or (type(error).__name__ if error else None),
                     "prompt_tokens": source.prompt_tokens,
                     "completion_tokens": source.completion_tokens,
@@ -375,6 +464,13 @@ class Gateway:
                     trace_days=self.settings.trace_retention_days,
                     usage_days=self.settings.usage_retention_days,
                 )
+
+
+def _member(route: dict[str, Any]) -> str | None:
+    """The innermost member a route names (an app's member may be an app)."""
+    while route.get("inner"):
+        route = route["inner"]
+    return route.get("member")
 
 
 def _body(run: _Run, text: str, finish: str | None) -> dict[str, Any]:

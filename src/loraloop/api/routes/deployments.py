@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from loraloop.api.deps import CurrentUser, DbSession
+from loraloop.api.deps import AppSettings, CurrentUser, DbSession
 from loraloop.api.gateway_schemas import AliasPublic, AliasSet, DeploymentCreate, DeploymentPublic
 from loraloop.catalog import adapters, aliases
 from loraloop.db.tables import Deployment
@@ -29,6 +31,7 @@ def _public(session: Session, row: Deployment) -> DeploymentPublic:
         upstream_model=row.upstream_model,
         has_upstream_key=row.upstream_key is not None,
         system_prompt=row.system_prompt,
+        app=row.app,
         created_at=row.created_at,
     )
 
@@ -40,11 +43,30 @@ def _vault(request: Request) -> Vault:
 
 @router.post("/deployments", status_code=201)
 def create_deployment(
-    body: DeploymentCreate, request: Request, user: CurrentUser, session: DbSession
+    body: DeploymentCreate,
+    request: Request,
+    user: CurrentUser,
+    session: DbSession,
+    settings: AppSettings,
 ) -> DeploymentPublic:
-    """Serve an adapter version, an adapter's alias, a base model or an upstream as ``name``."""
-    row = deployments.create(session, user, _vault(request), **body.model_dump())
+    """Serve an adapter version, an adapter's alias, a base model, an upstream or an app (over
+    your other deployments) as ``name``."""
+    row = deployments.create(
+        session,
+        user,
+        _vault(request),
+        allow_private=settings.egress_allow_private,
+        **body.model_dump(),
+    )
     return _public(session, row)
+
+
+@router.put("/deployments/{deployment_id}/app")
+def update_app(
+    deployment_id: int, body: dict[str, Any], user: CurrentUser, session: DbSession
+) -> DeploymentPublic:
+    """Replace an app's spec (members, rules, defaults); the next request follows it."""
+    return _public(session, deployments.update_app(session, user, deployment_id, body))
 
 
 @router.get("/deployments")

@@ -41,9 +41,9 @@ def _caller(request: Request, gateway: AppGateway) -> Caller:
 ApiCaller = Annotated[Caller, Depends(_caller)]
 
 
-async def respond(gateway: Gateway, caller: Caller, target: Any, call: Call) -> Any:
-    """Run ``call`` and answer with JSON, or with server-sent events when it streams."""
-    return _response(await gateway.complete(caller, target, call))
+async def respond(gateway: Gateway, caller: Caller, steps: Any, call: Call) -> Any:
+    """Run ``call`` on ``steps`` and answer with JSON, or with server-sent events."""
+    return _response(await gateway.complete(caller, steps, call))
 
 
 def _response(result: dict[str, Any] | AsyncIterator[str]) -> Any:

@@ -15,7 +15,7 @@ from loraloop.api.gateway_schemas import (
     PlaygroundChat,
 )
 from loraloop.api.routes.openai import AppGateway, respond
-from loraloop.gateway import conversations, deployments
+from loraloop.gateway import apps, conversations, deployments
 from loraloop.gateway.service import Caller
 
 router = APIRouter(prefix="/api/playground", tags=["playground"])
@@ -27,9 +27,11 @@ async def playground_chat(
 ) -> Any:
     """Chat with a deployment, an adapter version you can see, or a base model (streams)."""
 
-    def target() -> deployments.Target:
+    call = body.to_call()
+
+    def steps() -> list[deployments.Step]:
         with gateway.db.session() as session:
-            return deployments.playground_target(
+            return deployments.playground_steps(
                 session,
                 settings,
                 gateway.vault,
@@ -38,10 +40,11 @@ async def playground_chat(
                 adapter_id=body.adapter_id,
                 version=body.version,
                 base_model_id=body.base_model_id,
+                request=apps.Request.of(call),
             )
 
     caller = Caller(user=user, source="playground")
-    return await respond(gateway, caller, await anyio.to_thread.run_sync(target), body.to_call())
+    return await respond(gateway, caller, await anyio.to_thread.run_sync(steps), call)
 
 
 @router.get("/conversations")

@@ -1,0 +1,367 @@
+"""Apps: one model id in front of several deployments.
+
+An app is a deployment of ``kind="app"`` whose ``app`` column holds its spec. Members name
+other deployments of the same owner (adapters, bare bases, external services, other apps), so
+apps compose: a router whose default member is a fallback chain, for example.
+
+    {"type": "single",   "members": [{"deployment": "kumo"}]}
+    {"type": "router",   "members": [{"deployment": "support", "description": "..."}, ...],
+                         "rules": [{"member": "legal", "keywords": ["契約"], "regex": "...",
+                                    "metadata": {"dept": "legal"}}],
+                         "semantic": {"threshold": 0.35}, "default": "general"}
+    {"type": "fallback", "members": [{"deployment": "a", "timeout_seconds": 10},
+                                     {"deployment": "b"}]}
+
+plus, for any type, ``system_prompt`` and ``defaults`` (``temperature``, ``top_p``,
+``max_tokens``: used when the request does not set them). A router tries its rules in order,
+then meaning (MiniLM similarity of the request to each member's description and training
+inputs, above ``threshold``), then ``default``. A fallback chain tries its members in order
+when one fails, times out before its first token, or answers nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loraloop.config import Settings
+from loraloop.db.tables import AdapterVersion, Deployment, Job, User
+from loraloop.errors import Conflict, InvalidRequest
+from loraloop.gateway.credentials import Vault
+from loraloop.gateway.deployments import Step, Target
+
+__all__ = ["TYPES", "Request", "plan", "validate"]
+
+TYPES = ("single", "router", "fallback")
+MAX_DEPTH = 4
+MAX_MEMBERS = 16
+_DEFAULTS = {"temperature": (0.0, 2.0), "top_p": (0.000001, 1.0), "max_tokens": (1, 32768)}
+_PROTOTYPES = 64
+"""Training inputs per member that stand for it in the semantic router."""
+
+
+# --- the spec ---------------------------------------------------------------------------
+
+
+def validate(session: Session, owner: User, name: str, spec: Any) -> dict[str, Any]:
+    """A clean copy of ``spec``; every problem at once. Members must be the owner's and the
+    app may not contain itself (directly or through other apps)."""
+    problems: list[str] = []
+    if not isinstance(spec, dict):
+        raise InvalidRequest("an app spec is a JSON object", code="invalid_app", param="app")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        problems.append(f"type {kind!r} must be one of {', '.join(TYPES)}")
+    members = spec.get("members")
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        problems.append(f"members must be a list of 1 to {MAX_MEMBERS} deployments")
+        members = []
+    clean_members: list[dict[str, Any]] = []
+    for number, member in enumerate(members, start=1):
+        if not isinstance(member, dict) or not isinstance(member.get("deployment"), str):
+            problems.append(f"member {number} needs 'deployment' (a deployment's name)")
+            continue
+        target = _deployment(session, owner, member["deployment"])
+        if target is None:
+            problems.append(
+                f"member {number}: you have no deployment named {member['deployment']!r}"
+            )
+        elif _contains(session, owner, target, name, depth=0):
+            problems.append(f"member {number}: {member['deployment']!r} leads back to {name!r}")
+        clean: dict[str, Any] = {"deployment": member["deployment"]}
+        clean["name"] = str(member.get("name") or member["deployment"])
+        if "description" in member:
+            clean["description"] = str(member["description"])[:2000]
+        if member.get("timeout_seconds") is not None:
+            timeout = member["timeout_seconds"]
+            if not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+                problems.append(f"member {number}: timeout_seconds must be 0-600")
+            else:
+                clean["timeout_seconds"] = float(timeout)
+        clean_members.append(clean)
+    names = [m["name"] for m in clean_members]
+    if len(set(names)) != len(names):
+        problems.append("member names must differ (give 'name' to tell two apart)")
+    out: dict[str, Any] = {"type": kind, "members": clean_members}
+    if kind == "single" and len(clean_members) != 1:
+        problems.append("a single app has exactly one member")
+    if kind == "router":
+        out.update(_router(spec, set(names), problems))
+    if "system_prompt" in spec and spec["system_prompt"] is not None:
+        out["system_prompt"] = str(spec["system_prompt"])[:20_000]
+    out["defaults"] = _check_defaults(spec.get("defaults") or {}, problems)
+    if problems:
+        raise InvalidRequest("; ".join(problems), code="invalid_app", param="app")
+    return out
+
+
+def _router(spec: dict[str, Any], names: set[str], problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rules = spec.get("rules") or []
+    clean_rules = []
+    for number, rule in enumerate(rules if isinstance(rules, list) else [], start=1):
+        if not isinstance(rule, dict) or rule.get("member") not in names:
+            problems.append(f"rule {number} needs 'member', one of {', '.join(sorted(names))}")
+            continue
+        clean: dict[str, Any] = {"member": rule["member"]}
+        keywords = rule.get("keywords") or []
+        if not isinstance(keywords, list) or not all(isinstance(k, str) and k for k in keywords):
+            problems.append(f"rule {number}: keywords must be a list of non-empty strings")
+        elif keywords:
+            clean["keywords"] = keywords
+        if rule.get("regex"):
+            try:
+                re.compile(str(rule["regex"]))
+                clean["regex"] = str(rule["regex"])[:500]
+            except re.error as exc:
+                problems.append(f"rule {number}: regex does not compile ({exc})")
+        metadata = rule.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            problems.append(f"rule {number}: metadata must map strings to strings")
+        elif metadata:
+            clean["metadata"] = metadata
+        if len(clean) == 1:
+            problems.append(f"rule {number} matches nothing: give keywords, regex or metadata")
+        clean_rules.append(clean)
+    out["rules"] = clean_rules
+    semantic = spec.get("semantic")
+    if semantic is not None:
+        threshold = semantic.get("threshold", 0.35) if isinstance(semantic, dict) else None
+        if not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
+            problems.append("semantic.threshold must be a cosine similarity between -1 and 1")
+        else:
+            out["semantic"] = {"threshold": float(threshold)}
+    default = spec.get("default")
+    if default not in names:
+        problems.append(f"default must name a member ({', '.join(sorted(names))})")
+    out["default"] = default
+    return out
+
+
+def _check_defaults(defaults: Any, problems: list[str]) -> dict[str, Any]:
+    if not isinstance(defaults, dict):
+        problems.append("defaults must be an object")
+        return {}
+    clean = {}
+    for key, value in defaults.items():
+        if key not in _DEFAULTS:
+            problems.append(f"defaults.{key} is not one of {', '.join(_DEFAULTS)}")
+            continue
+        low, high = _DEFAULTS[key]
+        if not isinstance(value, int | float) or not low <= value <= high:
+            problems.append(f"defaults.{key} must be between {low} and {high}")
+            continue
+        clean[key] = int(value) if key == "max_tokens" else float(value)
+    return clean
+
+
+def _deployment(session: Session, owner: User, name: str) -> Deployment | None:
+    return session.scalar(
+        select(Deployment).where(Deployment.owner_id == owner.id, Deployment.name == name)
+    )
+
+
+def _contains(session: Session, owner: User, row: Deployment, name: str, *, depth: int) -> bool:
+    if row.name == name:
+        return True
+    if row.kind != "app" or not row.app or depth > MAX_DEPTH:
+        return depth > MAX_DEPTH
+    for member in row.app.get("members", []):
+        inner = _deployment(session, owner, member["deployment"])
+        if inner is not None and _contains(session, owner, inner, name, depth=depth + 1):
+            return True
+    return False
+
+
+# --- routing a request ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What routing may look at."""
+
+    text: str
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, call: Any) -> Request:
+        """From a gateway ``Call``: its last user turn (or prompt) and metadata."""
+        messages = call.messages or []
+        text = next(
+            (m["content"] for m in reversed(messages) if m.get("role") == "user"),
+            call.prompt or "",
+        )
+        return cls(text, dict(call.metadata or {}))
+
+
+def plan(
+    session: Session,
+    settings: Settings,
+    vault: Vault,
+    owner: User,
+    row: Deployment,
+    request: Request,
+    *,
+    depth: int = 0,
+) -> list[Step]:
+    """The members to try for ``request``, in order (one, unless a fallback chain)."""
+    from loraloop.gateway import deployments
+
+    assert row.app is not None
+    spec = row.app
+    members = {m["name"]: m for m in spec["members"]}
+    if spec["type"] == "router":
+        chosen, route = _route(session, settings, owner, spec, request)
+        ordered = [(members[chosen], route)]
+    else:
+        ordered = [(m, {"by": spec["type"]}) for m in spec["members"]]
+    steps: list[Step] = []
+    for member, route in ordered:
+        inner = _deployment(session, owner, member["deployment"])
+        if inner is None:
+            raise Conflict(
+                f"member {member['name']!r} of app {row.name!r} names deployment "
+                f"{member['deployment']!r}, which no longer exists; update the app",
+                code="app_member_missing",
+            )
+        if inner.kind == "app" and depth < MAX_DEPTH:
+            found = plan(session, settings, vault, owner, inner, request, depth=depth + 1)
+        else:
+            found = [Step(deployments.resolve(session, settings, vault, inner))]
+        for step in found:
+            here = {"member": member["name"], **route}
+            if step.route:
+                here["inner"] = step.route
+            steps.append(
+                Step(
+                    _as_app(step.target, row, spec),
+                    here,
+                    member.get("timeout_seconds", step.timeout_seconds),
+                    {**spec.get("defaults", {}), **step.defaults},
+                )
+            )
+    return steps
+
+
+def _as_app(target: Target, row: Deployment, spec: dict[str, Any]) -> Target:
+    """The member's target, answering under the app's name and with its system prompt."""
+    return replace(
+        target,
+        model=row.name,
+        app_id=row.id,
+        system_prompt=spec.get("system_prompt") or target.system_prompt,
+    )
+
+
+def _route(
+    session: Session, settings: Settings, owner: User, spec: dict[str, Any], request: Request
+) -> tuple[str, dict[str, Any]]:
+    text = _normal(request.text)
+    for number, rule in enumerate(spec.get("rules", []), start=1):
+        hit = _matches(rule, text, request)
+        if hit:
+            return rule["member"], {"by": "rule", "rule": number, "matched": hit}
+    semantic = spec.get("semantic")
+    if semantic is not None:
+        scores = _similarities(session, owner, spec, request.text)
+        if scores:
+            best = max(scores, key=lambda name: scores[name])
+            if scores[best] >= semantic["threshold"]:
+                return best, {
+                    "by": "meaning",
+                    "similarity": round(scores[best], 4),
+                    "threshold": semantic["threshold"],
+                }
+            fallback = {"by": "default", "best": best, "similarity": round(scores[best], 4)}
+            return spec["default"], fallback
+    return spec["default"], {"by": "default"}
+
+
+def _normal(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _matches(rule: dict[str, Any], text: str, request: Request) -> str | None:
+    for keyword in rule.get("keywords", []):
+        if _normal(keyword) in text:
+            return f"keyword {keyword}"
+    if rule.get("regex") and re.search(rule["regex"], request.text):
+        return f"regex {rule['regex']}"
+    wanted = rule.get("metadata")
+    if wanted and all(request.metadata.get(k) == v for k, v in wanted.items()):
+        return "metadata " + ", ".join(f"{k}={v}" for k, v in wanted.items())
+    return None
+
+
+# --- meaning ------------------------------------------------------------------------------
+
+_cache: dict[tuple[Any, ...], Any] = {}
+_cache_lock = threading.Lock()
+
+
+def _similarities(
+    session: Session, owner: User, spec: dict[str, Any], text: str
+) -> dict[str, float]:
+    """Per member, the best cosine similarity of ``text`` to one of its prototypes."""
+    from loraloop.ml.embeddings import load_minilm
+
+    model = load_minilm()
+    query = model.embed([text])[0]
+    scores: dict[str, float] = {}
+    for member in spec["members"]:
+        matrix = _prototypes(session, owner, member, model)
+        if matrix is not None and len(matrix):
+            scores[member["name"]] = float((matrix @ query).max())
+    return scores
+
+
+def _prototypes(session: Session, owner: User, member: dict[str, Any], model: Any) -> Any:
+    """Embeddings of the member's description and of some of its training inputs (cached per
+    description and serving version, so moving the champion refreshes them)."""
+    row = _deployment(session, owner, member["deployment"])
+    version_id = _serving_version(session, row) if row is not None else None
+    key = (member["deployment"], member.get("description", ""), version_id)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    texts = [member["description"]] if member.get("description") else []
+    texts += _training_inputs(session, version_id)
+    matrix = model.embed(texts) if texts else None
+    with _cache_lock:
+        _cache[key] = matrix
+    return matrix
+
+
+def _serving_version(session: Session, row: Deployment) -> int | None:
+    from loraloop.catalog import aliases
+
+    if row.adapter_id is None:
+        return None
+    if row.alias:
+        found = aliases.current(session, row.adapter_id, row.alias)
+        return found.id if found else None
+    return row.adapter_version_id
+
+
+def _training_inputs(session: Session, version_id: int | None) -> list[str]:
+    from loraloop.ml.training import read_examples
+
+    version = session.get(AdapterVersion, version_id) if version_id else None
+    job = session.get(Job, version.job_id) if version and version.job_id else None
+    if job is None or "train_file" not in job.payload:
+        return []
+    path = Path(job.payload["train_file"])
+    if not path.exists():
+        return []
+    texts = [m["content"] for c in read_examples(path) for m in c if m["role"] == "user"]
+    step = max(1, len(texts) // _PROTOTYPES)
+    return texts[::step][:_PROTOTYPES]
