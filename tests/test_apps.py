@@ -5,6 +5,8 @@ default member that is a fallback chain whose first member is a second loraloop 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from loraloop.api.app import create_app
@@ -20,7 +23,7 @@ from loraloop.config import Settings
 from loraloop.db import Database, upgrade
 from loraloop.db.tables import Deployment, Trace, TrainingCandidate, User
 from loraloop.errors import InvalidRequest
-from loraloop.gateway import deployments
+from loraloop.gateway import apps, deployments
 from loraloop.gateway.credentials import Vault
 from loraloop.testing import make_tiny_adapter, make_tiny_model
 from tests.conftest import serve
@@ -30,6 +33,7 @@ from tests.factories import (
     make_deployment,
     make_key,
     make_user,
+    sign_in,
 )
 
 pytestmark = pytest.mark.filterwarnings(
@@ -77,10 +81,14 @@ class Desk:
                 pass
         else:
             reply_id = reply.id
-        with self.db.session() as session:
-            trace = session.get(Trace, reply_id)
-            assert trace is not None
-            return trace
+        deadline = time.monotonic() + 10  # a stream's trace is written just after [DONE]
+        while True:
+            with self.db.session() as session:
+                trace = session.get(Trace, reply_id)
+            if trace is not None or time.monotonic() > deadline:
+                assert trace is not None
+                return trace
+            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -232,6 +240,30 @@ def test_each_request_lands_on_the_intended_member_and_the_trace_says_why(desk: 
     assert other.route["inner"] == {"member": "backup", "by": "fallback"}
     assert other.status == "ok"
     assert other.completion_tokens == 6  # the app's default max_tokens (the request set none)
+
+    with desk.db.session() as session:
+        per_member = {
+            m["deployment"]: m for m in apps.members(session, desk.user, desk.ids["desk"])
+        }
+    assert per_member["support"]["requests"] == 2
+    assert per_member["legal"]["requests"] == 2
+    assert per_member["backup"]["requests"] == 1
+    assert per_member["backup"]["tokens"] > 0
+
+
+def test_the_playground_says_which_member_answered(
+    desk: Desk, client: TestClient, db: Database
+) -> None:
+    sign_in(client, desk.user)
+    with client.stream(
+        "POST",
+        "/api/playground/chat",
+        json={"deployment": "desk", "messages": [{"role": "user", "content": "返品したい"}]},
+    ) as response:
+        assert response.status_code == 200
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+    route = json.loads(first.removeprefix("data: "))["loraloop"]["route"]
+    assert (route["member"], route["by"]) == ("support", "rule")
 
 
 def test_killing_the_first_member_makes_the_fallback_answer(

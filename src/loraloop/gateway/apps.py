@@ -37,7 +37,7 @@ from loraloop.errors import Conflict, InvalidRequest
 from loraloop.gateway.credentials import Vault
 from loraloop.gateway.deployments import Step, Target
 
-__all__ = ["TYPES", "Request", "plan", "validate"]
+__all__ = ["TYPES", "Request", "members", "plan", "validate"]
 
 TYPES = ("single", "router", "fallback")
 MAX_DEPTH = 4
@@ -365,3 +365,73 @@ def _training_inputs(session: Session, version_id: int | None) -> list[str]:
     texts = [m["content"] for c in read_examples(path) for m in c if m["role"] == "user"]
     step = max(1, len(texts) // _PROTOTYPES)
     return texts[::step][:_PROTOTYPES]
+
+
+# --- what the builder page shows ----------------------------------------------------------
+
+
+def members(session: Session, owner: User, app_id: int, days: int = 7) -> list[dict[str, Any]]:
+    """Per member deployment that answered for the app in the last ``days``: requests, failed
+    attempts, tokens, mean latency, and the share of rated answers that were bad."""
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    from loraloop.db.engine import utcnow
+    from loraloop.db.tables import Feedback, Trace
+    from loraloop.gateway.deployments import get_own
+    from loraloop.mlops.promotion import BAD
+
+    app = get_own(session, owner, app_id)
+    if app.kind != "app":
+        raise InvalidRequest(f"deployment {app.name} is not an app", param="deployment_id")
+    since = utcnow() - timedelta(days=days)
+    rated = (
+        select(Feedback.trace_id, func.max(BAD).label("bad")).group_by(Feedback.trace_id).subquery()
+    )
+    query = (
+        select(
+            Trace.deployment_id,
+            Trace.status,
+            func.count(Trace.id),
+            func.sum(Trace.prompt_tokens + Trace.completion_tokens),
+            func.avg(Trace.latency_ms),
+            func.count(rated.c.trace_id),
+            func.sum(rated.c.bad),
+        )
+        .outerjoin(rated, rated.c.trace_id == Trace.id)
+        .where(Trace.app_id == app.id, Trace.created_at >= since)
+        .group_by(Trace.deployment_id, Trace.status)
+    )
+    names = {
+        d.id: d.name
+        for d in session.scalars(select(Deployment).where(Deployment.owner_id == owner.id))
+    }
+    out: dict[int | None, dict[str, Any]] = {}
+    for deployment_id, status, n, tokens, latency, n_rated, n_bad in session.execute(query):
+        entry = out.setdefault(
+            deployment_id,
+            {
+                "deployment": names.get(deployment_id or -1, "(deleted)"),
+                "requests": 0,
+                "failed": 0,
+                "tokens": 0,
+                "latency_ms": 0.0,
+                "rated": 0,
+                "bad": 0,
+            },
+        )
+        if status == "error":
+            entry["failed"] += n
+        else:
+            entry["latency_ms"] = (
+                entry["latency_ms"] * entry["requests"] + float(latency or 0) * n
+            ) / (entry["requests"] + n)
+            entry["requests"] += n
+        entry["tokens"] += int(tokens or 0)
+        entry["rated"] += n_rated
+        entry["bad"] += int(n_bad or 0)
+    for entry in out.values():
+        entry["bad_rate"] = entry["bad"] / entry["rated"] if entry["rated"] else None
+        entry["latency_ms"] = round(entry["latency_ms"], 1)
+    return sorted(out.values(), key=lambda e: -e["requests"])

@@ -387,7 +387,11 @@ class Gateway:
     async def _sse(self, run: _Run) -> AsyncIterator[str]:
         status, error = "ok", None
         try:
-            yield shapes.event(_chunk(run, {"role": "assistant", "content": ""}, None))
+            first = _chunk(run, {"role": "assistant", "content": ""}, None)
+            if run.caller.source == "playground" and run.target.app_id is not None:
+                # the playground shows which member of an app answers (not part of /v1)
+                first["loraloop"] = {"route": run.target.route}
+            yield shapes.event(first)
             async for piece, reason in run.pieces():
                 if piece or reason:
                     yield shapes.event(_chunk(run, {"content": piece} if piece else {}, reason))

@@ -11,7 +11,7 @@ from loraloop.api.deps import AppSettings, CurrentUser, DbSession
 from loraloop.api.gateway_schemas import AliasPublic, AliasSet, DeploymentCreate, DeploymentPublic
 from loraloop.catalog import adapters, aliases
 from loraloop.db.tables import Deployment
-from loraloop.gateway import deployments
+from loraloop.gateway import apps, deployments
 from loraloop.gateway.credentials import Vault
 
 router = APIRouter(prefix="/api", tags=["deployments"])
@@ -67,6 +67,14 @@ def update_app(
 ) -> DeploymentPublic:
     """Replace an app's spec (members, rules, defaults); the next request follows it."""
     return _public(session, deployments.update_app(session, user, deployment_id, body))
+
+
+@router.get("/deployments/{deployment_id}/members")
+def app_members(
+    deployment_id: int, user: CurrentUser, session: DbSession, days: int = 7
+) -> list[dict[str, Any]]:
+    """An app's traffic and quality per member that answered (last ``days`` days)."""
+    return apps.members(session, user, deployment_id, days=min(max(days, 1), 90))
 
 
 @router.get("/deployments")
