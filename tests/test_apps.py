@@ -205,6 +205,10 @@ def desk(
 
 def test_each_request_lands_on_the_intended_member_and_the_trace_says_why(desk: Desk) -> None:
     assert [m.id for m in desk.sdk.models.list().data] == ["desk"]  # the key sees only the app
+    with pytest.raises(openai.NotFoundError):  # and cannot call a member directly
+        desk.sdk.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "hi"}]
+        )
 
     by_keyword = desk.ask("注文した品を返品したいです")
     assert by_keyword.deployment_id == desk.ids["support"]
