@@ -6,6 +6,7 @@ path parameter without a factory below fails the test until one is added."""
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -14,7 +15,13 @@ from fastapi.testclient import TestClient
 from loraloop.catalog import adapters
 from loraloop.config import Settings
 from loraloop.db.engine import Database
-from loraloop.db.tables import User
+from loraloop.db.tables import (
+    EvalSuite,
+    GateDecision,
+    RetrainRun,
+    TrainingCandidate,
+    User,
+)
 from loraloop.gateway import conversations
 from loraloop.identity import api_keys
 from tests.factories import (
@@ -39,6 +46,12 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/adapters/{adapter_id}/train"): {"dataset_id": 999_999},
     ("PUT", "/api/adapters/{adapter_id}/aliases/{alias}"): {"version": 1},
     ("PUT", "/api/playground/conversations/{conversation_id}"): {"title": "mine now"},
+    ("PUT", "/api/adapters/{adapter_id}/policy"): {"mode": "off"},
+    ("POST", "/api/adapters/{adapter_id}/challenge"): {"version": 1},
+    ("POST", "/api/adapters/{adapter_id}/suites"): {"name": "mine now"},
+    ("POST", "/api/suites/{suite_id}/cases"): {"cases": [{"prompt": "x", "expected": "y"}]},
+    ("POST", "/api/adapters/{adapter_id}/evaluations"): {"versions": [1]},
+    ("POST", "/api/decisions/{decision_id}/override"): {"promote": True, "reason": "mine now"},
 }
 
 _DATASET = b'{"prompt": "Hi", "completion": "Hello"}\n'
@@ -52,7 +65,35 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
     "deployment_id": lambda db, user: _deployment_id(db, user),
     "alias": lambda db, user: "champion",
     "conversation_id": lambda db, user: _conversation_id(db, user),
+    # maintenance loop rows, each on an adapter of its own (tests/test_mlops_api.py has more)
+    "run_id": lambda db, user: _maintenance_row(db, user, "run"),
+    "suite_id": lambda db, user: _maintenance_row(db, user, "suite"),
+    "decision_id": lambda db, user: _maintenance_row(db, user, "decision"),
+    "candidate_id": lambda db, user: _maintenance_row(db, user, "candidate"),
 }
+
+
+def _maintenance_row(db: Database, user: User, kind: str) -> int:
+    adapter_id = _adapter_id(db, user, name=kind)
+    rows: dict[str, Callable[[], Any]] = {
+        "run": lambda: RetrainRun(
+            adapter_id=adapter_id, trigger="manual", detail={}, status="proposed"
+        ),
+        "suite": lambda: EvalSuite(
+            adapter_id=adapter_id, name="s", kind="owner", metric="contains"
+        ),
+        "decision": lambda: GateDecision(
+            adapter_id=adapter_id, outcome="refuse", reason="r", numbers={}
+        ),
+        "candidate": lambda: TrainingCandidate(
+            adapter_id=adapter_id, messages=[], status="pending", role="train"
+        ),
+    }
+    with db.session() as session:
+        row = rows[kind]()
+        session.add(row)
+        session.flush()
+        return int(row.id)
 
 
 def _conversation_id(db: Database, user: User) -> int:
@@ -68,11 +109,11 @@ def _deployment_id(db: Database, user: User) -> int:
     return make_deployment(db, user, settings, base_model_id=base.id).id
 
 
-def _adapter_id(db: Database, user: User) -> int:
+def _adapter_id(db: Database, user: User, name: str = "private") -> int:
     """A private adapter of ``user`` (on a placeholder base model row)."""
     base = make_base_model(db, Path("/nowhere"))
     with db.session() as session:
-        return adapters.create(session, user, name=f"private-{user.id}", base_model_id=base.id).id
+        return adapters.create(session, user, name=f"{name}-{user.id}", base_model_id=base.id).id
 
 
 def _key_id(db: Database, user: User) -> int:
@@ -114,7 +155,8 @@ def test_other_users_ids_look_like_missing_ones(
     if auth == "cookie":
         sign_in(client, intruder)
     else:
-        client.headers["Authorization"] = f"Bearer {make_key(db, intruder, scopes=['manage'])}"
+        secret = make_key(db, intruder, scopes=["manage"], rate_limit_per_minute=10_000)
+        client.headers["Authorization"] = f"Bearer {secret}"
     checked = 0
     for method, path, params in _routes_with_ids(app):
         url = path.format(**{p: ids[p] for p in params})

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
 from loraloop.db.engine import Database, utcnow
-from loraloop.db.tables import Job, RetrainPolicy, RetrainRun
+from loraloop.db.tables import Job, RetrainPolicy, RetrainRun, TrainingCandidate
 from loraloop.errors import LoraloopError
 from loraloop.mlops import candidates, monitor, policy, promotion
 from loraloop.storage import Storage
@@ -81,12 +81,20 @@ def _scheduled_triggers(session: Session, done: Tick) -> None:
             .order_by(RetrainRun.id.desc())
             .limit(1)
         )
-        through = int((last.detail or {}).get("candidates_through", 0)) if last else 0
         fired = None
         if rule.min_new_examples is not None:
+            # examples a run already took up (trained on, dismissed, or failed with) count once
+            through = _candidates_through(session, rule.adapter_id)
             new = candidates.count_since(session, rule.adapter_id, through)
             if new >= rule.min_new_examples:
-                fired = ("examples", {"new_examples": new})
+                newest = session.scalar(
+                    select(func.max(TrainingCandidate.id)).where(
+                        TrainingCandidate.adapter_id == rule.adapter_id,
+                        TrainingCandidate.status == "accepted",
+                        TrainingCandidate.role == "train",
+                    )
+                )
+                fired = ("examples", {"new_examples": new, "candidates_through": newest})
         if fired is None and rule.every_hours is not None:
             since = last.created_at if last else rule.updated_at
             if utcnow() - since >= timedelta(hours=rule.every_hours):
@@ -95,6 +103,12 @@ def _scheduled_triggers(session: Session, done: Tick) -> None:
             run = policy.trigger(session, rule.adapter_id, *fired)
             if run is not None:
                 done.triggered.append(run.id)
+
+
+def _candidates_through(session: Session, adapter_id: int) -> int:
+    """The newest candidate id any run of the adapter recorded as taken up."""
+    details = session.scalars(select(RetrainRun.detail).where(RetrainRun.adapter_id == adapter_id))
+    return max((int((d or {}).get("candidates_through") or 0) for d in details), default=0)
 
 
 def _close_failed(session: Session, done: Tick) -> None:

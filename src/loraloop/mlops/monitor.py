@@ -75,12 +75,17 @@ def due(session: Session, settings: Settings) -> list[tuple[Deployment, int]]:
     return out
 
 
-def _pending(session: Session, deployment_id: int) -> bool:
+def _pending(session: Session, deployment_id: int, requests: int, every: int) -> bool:
+    """A check of the deployment is queued or running, or one failed fewer than ``every``
+    requests ago (a check that keeps failing must not be queued again on every tick)."""
+    failed_recently = (Job.status == "failed") & (
+        Job.payload["requests"].as_integer() > requests - every
+    )
     return bool(
         session.scalar(
             select(func.count()).where(
                 Job.kind == "drift_check",
-                Job.status.in_(("queued", "leased", "running")),
+                Job.status.in_(("queued", "leased", "running")) | failed_recently,
                 Job.payload["deployment_id"].as_integer() == deployment_id,
             )
         )
@@ -90,8 +95,9 @@ def _pending(session: Session, deployment_id: int) -> bool:
 def enqueue_check(
     session: Session, settings: Settings, deployment: Deployment, requests: int
 ) -> Job | None:
-    """Queue a check of the deployment's newest window; None when one is already queued."""
-    if _pending(session, deployment.id):
+    """Queue a check of the deployment's newest window; None when one is already queued (or
+    failed on about this window)."""
+    if _pending(session, deployment.id, requests, settings.drift_every):
         return None
     traces = list(
         session.execute(
@@ -163,11 +169,19 @@ def drift_checked(session: Session, job: Job) -> DriftReport:
     session.add(report)
     session.flush()
     rules = policy.policy_of(session, payload["adapter_id"])
-    if (alarm == "drift" and rules.on_drift) or (alarm == "quality" and rules.on_quality):
+    # the report names one alarm, but a quality drop still counts when drift is ignored
+    fire = (
+        "drift"
+        if checked.get("alarm") and rules.on_drift
+        else "quality"
+        if found.alarm and rules.on_quality
+        else None
+    )
+    if fire is not None:
         policy.trigger(
             session,
             payload["adapter_id"],
-            alarm,
+            fire,
             {"report_id": report.id, "deployment_id": payload["deployment_id"]},
         )
     return report

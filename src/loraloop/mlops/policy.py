@@ -55,17 +55,24 @@ __all__ = [
 MODES = ("auto", "propose", "off")
 TRIGGERS = ("drift", "quality", "examples", "schedule", "manual")
 OPEN = ("proposed", "approved", "training", "evaluating", "canary")
+#: setting -> the kind of value it takes (``choice``: checked against its allowed values)
 _FIELDS = {
-    "mode": str,
-    "on_drift": bool,
-    "on_quality": bool,
-    "min_new_examples": (int, type(None)),
-    "every_hours": (int, type(None)),
-    "margin": float,
-    "tolerance": float,
-    "canary_share": float,
-    "canary_min_feedback": int,
-    "trust_owner_corrections": bool,
+    "mode": "choice",
+    "on_drift": "flag",
+    "on_quality": "flag",
+    "min_new_examples": "count or null",
+    "every_hours": "count or null",
+    "margin": "number",
+    "tolerance": "number",
+    "canary_share": "number",
+    "canary_min_feedback": "count",
+    "trust_owner_corrections": "flag",
+}
+_KIND_WORDS = {
+    "flag": "true or false",
+    "number": "a number",
+    "count": "a whole number",
+    "count or null": "a whole number or null",
 }
 
 
@@ -99,10 +106,16 @@ def update(session: Session, user: User, adapter_id: int, **changes: Any) -> Ret
     """Change some fields of your adapter's policy; every problem is reported at once."""
     adapters.get_own(session, user, adapter_id)
     problems = []
-    for name in changes:
-        if name not in _FIELDS:
+    usable: dict[str, Any] = {}
+    for name, value in changes.items():
+        kind = _FIELDS.get(name)
+        if kind is None:
             problems.append(f"{name} is not a policy setting")
-    merged = {**_as_dict(policy_of(session, adapter_id)), **changes}
+        elif not _fits(value, kind):
+            problems.append(f"{name} {value!r} must be {_KIND_WORDS[kind]}")
+        else:
+            usable[name] = value
+    merged = {**_as_dict(policy_of(session, adapter_id)), **usable}
     if merged["mode"] not in MODES:
         problems.append(f"mode {merged['mode']!r} must be one of {', '.join(MODES)}")
     for name in ("margin", "tolerance"):
@@ -125,6 +138,19 @@ def update(session: Session, user: User, adapter_id: int, **changes: Any) -> Ret
         setattr(row, name, value)
     session.flush()
     return row
+
+
+def _fits(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of the ``kind`` (booleans are not numbers here)."""
+    if kind == "choice":
+        return True
+    if kind == "flag":
+        return isinstance(value, bool)
+    if value is None:
+        return kind == "count or null"
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind == "number" else isinstance(value, int)
 
 
 def _as_dict(row: RetrainPolicy) -> dict[str, Any]:

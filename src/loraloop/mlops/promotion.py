@@ -163,9 +163,17 @@ def live_scores(
 
 def check_canary(session: Session, run: RetrainRun) -> str | None:
     """Promote or roll back a canary once both versions have enough rated answers.
-    Returns ``promoted``, ``rolled_back`` or None (keep waiting)."""
+    Returns ``promoted``, ``rolled_back`` or None (keep waiting, or the trial was ended by
+    hand: an override or a rollback cleared the challenger, and the run is closed as it stands).
+    """
     decision = session.get(GateDecision, run.decision_id) if run.decision_id else None
     if decision is None or decision.challenger_version_id is None:
+        return None
+    on_trial = aliases.current(session, run.adapter_id, "challenger")
+    if on_trial is None or on_trial.id != decision.challenger_version_id:
+        champion = aliases.current(session, run.adapter_id, "champion")
+        won = champion is not None and champion.id == decision.challenger_version_id
+        run.status = "promoted" if won else "refused"
         return None
     policy = session.get(RetrainPolicy, run.adapter_id)
     need = policy.canary_min_feedback if policy else 20
