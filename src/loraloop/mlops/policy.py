@@ -189,12 +189,7 @@ def trigger(
 def retrain_now(session: Session, user: User, adapter_id: int) -> RetrainRun:
     """The owner's "retrain now": a manual run, approved."""
     adapters.get_own(session, user, adapter_id)
-    found = open_run(session, adapter_id)
-    if found is not None:
-        raise Conflict(
-            f"retrain run {found.id} is still {found.status}; wait for it or dismiss it",
-            code="run_open",
-        )
+    _refuse_if_open(session, adapter_id)
     if aliases.current(session, adapter_id, "champion") is None:
         raise Conflict("train a first version before retraining", code="no_champion")
     run = RetrainRun(
@@ -203,6 +198,15 @@ def retrain_now(session: Session, user: User, adapter_id: int) -> RetrainRun:
     session.add(run)
     session.flush()
     return run
+
+
+def _refuse_if_open(session: Session, adapter_id: int) -> None:
+    found = open_run(session, adapter_id)
+    if found is not None:
+        raise Conflict(
+            f"retrain run {found.id} is still {found.status}; wait for it or dismiss it",
+            code="run_open",
+        )
 
 
 def _own_run(session: Session, user: User, run_id: int) -> RetrainRun:
@@ -385,12 +389,7 @@ def challenge(
         raise Conflict("the adapter has no champion to challenge", code="no_champion")
     if champion.id == challenger.id:
         raise Conflict(f"version {version} is the champion already", code="already_champion")
-    found = open_run(session, adapter_id)
-    if found is not None:
-        raise Conflict(
-            f"retrain run {found.id} is still {found.status}; wait for it or dismiss it",
-            code="run_open",
-        )
+    _refuse_if_open(session, adapter_id)
     run = RetrainRun(
         adapter_id=adapter_id,
         trigger="manual",
