@@ -72,6 +72,7 @@ def challenge(
 
 @router.get("/adapters/{adapter_id}/retrain-runs")
 def list_runs(adapter_id: int, user: CurrentUser, session: DbSession) -> list[RetrainRunPublic]:
+    """Retrain runs (why each started, its jobs, how it ended), newest first."""
     return [RetrainRunPublic.model_validate(r) for r in policy.runs(session, user, adapter_id)]
 
 
@@ -83,11 +84,13 @@ def approve_run(run_id: int, user: CurrentUser, session: DbSession) -> RetrainRu
 
 @router.post("/retrain-runs/{run_id}/dismiss")
 def dismiss_run(run_id: int, user: CurrentUser, session: DbSession) -> RetrainRunPublic:
+    """Drop a proposed (or approved, not yet started) retraining."""
     return RetrainRunPublic.model_validate(policy.dismiss(session, user, run_id))
 
 
 @router.get("/adapters/{adapter_id}/suites")
 def list_suites(adapter_id: int, user: CurrentUser, session: DbSession) -> list[SuitePublic]:
+    """The adapter's evaluation suites with their case counts."""
     adapters.get_own(session, user, adapter_id)
     return [
         SuitePublic(
@@ -187,6 +190,7 @@ def list_candidates(
 def accept_candidate(
     candidate_id: int, body: CandidateDecision, user: CurrentUser, session: DbSession
 ) -> CandidatePublic:
+    """Accept a correction as a training example (or, if held out, an eval case)."""
     row = candidates.decide(session, user, candidate_id, accept=True, reason=body.reason)
     return CandidatePublic.model_validate(row)
 
@@ -195,6 +199,7 @@ def accept_candidate(
 def reject_candidate(
     candidate_id: int, body: CandidateDecision, user: CurrentUser, session: DbSession
 ) -> CandidatePublic:
+    """Reject a correction; the reason is required and kept."""
     row = candidates.decide(session, user, candidate_id, accept=False, reason=body.reason)
     return CandidatePublic.model_validate(row)
 
