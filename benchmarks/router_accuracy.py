@@ -1,0 +1,489 @@
+"""Semantic router: how often it picks the right member, and what the meaning step costs.
+
+A real platform state is built in a temporary SQLite database: one user, a tiny random base
+model (``loraloop.testing``; the router never runs a model), and five adapter deployments, each
+serving a version whose training job's ``train_file`` holds that domain's questions:
+
+* ``support`` (returns, refunds, shipping), ``legal`` (contracts), ``it`` (IT helpdesk) and
+  ``hr`` (HR and payroll): 40 training questions each, 20 English and 20 Japanese, from
+  ``benchmarks/router_requests.jsonl`` (rows with ``"split": "train"``);
+* ``cafe``: 40 conversations taken at an even stride from ``examples/kumo_coffee/train.jsonl``
+  (the example domain's real training file, Japanese and English).
+
+Each member has a short bilingual description. The app under test is a router with no rules,
+only ``"semantic": {"threshold": 0.35}`` (the spec's default, chosen before any run) and the
+default member ``general`` (a bare base deployment with no description, so it only ever gets
+the requests no member is similar enough to). Every test request (``"split": "test"``: 40 per
+domain, half English and half Japanese, written as new phrasings and often new sub-topics, none
+equal to a training question; plus 40 out-of-scope requests whose right answer is ``general``)
+goes through ``loraloop.gateway.apps.plan`` exactly as the gateway calls it (a fresh session per
+request), and the member is ``steps[0].route["member"]``.
+
+Reported: accuracy with and without the out-of-scope set, per domain, per language (MiniLM-L6
+is trained on English; Japanese is matched through its WordPiece vocabulary's single
+characters), the main confusions, and, as a diagnostic only, what other thresholds would have
+given (read off the routes' best similarity, the same rule ``apps._route`` applies).
+
+Latency: ``apps.plan`` per request, timed alone, for the semantic router, a rule-only router over
+the same members (keywords, no meaning step) and a ``single`` app of ``general``, interleaved in
+rotating order after a warm-up (MiniLM's load and the members' prototype embeddings are one-time
+and cached). The baseline of the ratio is the ``single`` app measured in the same run:
+``ratio = semantic router p50 / single app p50``; added = the difference of the p50s. Measured
+with torch's default thread count (what ``loraloop up`` runs with) and with one thread.
+
+Goals (from the issue): ≥ 95% accuracy, ≤ 5 ms p50 added on the CPU.
+
+Usage: python benchmarks/router_accuracy.py [--threshold 0.35] [--samples 300]
+       [--threads 0,1] [--show-errors] [--quick]
+``--quick``: 10 requests per domain and 10 out of scope, 20 latency samples (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy import select
+
+from loraloop.catalog import adapters, aliases
+from loraloop.config import Settings
+from loraloop.db import Database, upgrade
+from loraloop.db.tables import Adapter, AdapterVersion, BaseModel, Deployment, Job, User
+from loraloop.gateway import apps, deployments
+from loraloop.gateway.credentials import Vault
+from loraloop.identity import accounts
+from loraloop.ml.training import read_examples
+from loraloop.storage import sha256_file
+from loraloop.testing import make_tiny_adapter, make_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUESTS = ROOT / "benchmarks" / "router_requests.jsonl"
+KUMO_TRAIN = ROOT / "examples" / "kumo_coffee" / "train.jsonl"
+CAFE_CONVERSATIONS = 40
+THRESHOLD = 0.35
+GOAL_ACCURACY, GOAL_ADDED_MS = 0.95, 5.0
+DEFAULT = "general"
+OUT_OF_SCOPE = "none"
+"""The ``domain`` of a test request no member should take."""
+DESCRIPTIONS = {
+    "support": "Customer support for online orders: returns, refunds, exchanges, shipping and "
+    "delivery problems. 返品・返金・交換・配送のお問い合わせ。",
+    "legal": "Legal questions: contracts, agreements, clauses, NDAs, terms and conditions. "
+    "契約書・規約・法務の相談。",
+    "cafe": "Kumo Coffee (雲珈琲), a café in Kyoto: menu, prices, sizes, opening hours, branches, "
+    "allergens and the Kumo Card. メニュー・価格・営業時間・アレルゲン。",
+    "it": "IT helpdesk: passwords, accounts, laptops, VPN, Wi-Fi, email, printers and software. "
+    "パスワード・PC・ネットワークのサポート。",
+    "hr": "HR and payroll: salary, payslips, tax, paid leave, benefits, expenses and transfers. "
+    "給与・休暇・人事の手続き。",
+}
+DOMAINS = tuple(DESCRIPTIONS)
+#: The rule-only router of the latency baseline: keywords, no meaning step.
+RULES = [
+    {"member": "support", "keywords": ["返品", "refund"]},
+    {"member": "legal", "keywords": ["契約", "contract"]},
+    {"member": "cafe", "keywords": ["雲珈琲", "Kumo"]},
+    {"member": "it", "keywords": ["パスワード", "VPN"]},
+    {"member": "hr", "keywords": ["給与", "payslip"]},
+]
+APPS = ("semantic", "rules", "single")
+"""The semantic router, the rule-only router and the single app: the deployment names."""
+ANSWER = "(an answer from the team)"
+"""Assistant turns of the written training files: the router reads only user turns."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One labelled request of the data file."""
+
+    split: str
+    domain: str
+    lang: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where the semantic router sent a test request, and its best member and similarity."""
+
+    row: Row
+    member: str
+    best: str
+    similarity: float
+
+    @property
+    def expected(self) -> str:
+        return DEFAULT if self.row.domain == OUT_OF_SCOPE else self.row.domain
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds of ``apps.plan`` per app, wall clock and process CPU time."""
+
+    threads: int
+    wall_ms: dict[str, list[float]]
+    cpu_ms: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The scratch database and what ``apps.plan`` needs besides it."""
+
+    db: Database
+    settings: Settings
+    vault: Vault
+    owner_id: int
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threshold", type=float, default=THRESHOLD, help="semantic threshold")
+    parser.add_argument("--samples", type=int, default=300, help="latency samples per app")
+    parser.add_argument("--threads", default="0,1", help="torch threads to time (0: default)")
+    parser.add_argument("--show-errors", action="store_true", help="print misrouted requests")
+    parser.add_argument("--quick", action="store_true", help="a subset, a smoke run")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    default_threads = torch.get_num_threads()
+    rows = _read_rows()
+    train = [r for r in rows if r.split == "train"]
+    tests = [r for r in rows if r.split == "test"]
+    if args.quick:
+        tests, args.samples = _subset(tests, per_language=5), 20
+    with tempfile.TemporaryDirectory(prefix="router-accuracy-") as scratch:
+        platform = _platform(Path(scratch), train, args.threshold)
+        cafe_questions = _user_turns(Path(scratch) / "train" / "cafe.jsonl")
+        _check_disjoint(tests, [r.text for r in train] + cafe_questions)
+        _print_setting(args, train, tests, len(cafe_questions))
+        routed = _route_all(platform, tests)
+        _print_accuracy(routed, args.show_errors)
+        texts = [r.text for r in tests]
+        for threads in (int(t) or default_threads for t in args.threads.split(",")):
+            _print_latency(_latencies(platform, texts, args.samples, threads))
+        platform.db.dispose()
+    if args.quick:
+        print("quick mode: a smoke run on a subset; the figures say little")
+    print(f"wall time: {time.perf_counter() - started:.1f} s")
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def _read_rows() -> list[Row]:
+    with REQUESTS.open(encoding="utf-8") as handle:
+        return [Row(**json.loads(line)) for line in handle if line.strip()]
+
+
+def _subset(tests: list[Row], *, per_language: int) -> list[Row]:
+    """The first ``per_language`` requests of each domain and language, in file order."""
+    taken: Counter[tuple[str, str]] = Counter()
+    out = []
+    for row in tests:
+        if taken[row.domain, row.lang] < per_language:
+            taken[row.domain, row.lang] += 1
+            out.append(row)
+    return out
+
+
+def _check_disjoint(tests: list[Row], training: list[str]) -> None:
+    """The test requests are new phrasings: none is a training question."""
+    known = {_normal(text) for text in training}
+    copies = [row.text for row in tests if _normal(row.text) in known]
+    if copies:
+        raise SystemExit(f"test requests equal to training questions: {copies}")
+
+
+def _normal(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
+def _user_turns(path: Path) -> list[str]:
+    return [m["content"] for c in read_examples(path) for m in c if m["role"] == "user"]
+
+
+def _training_files(folder: Path, train: list[Row]) -> dict[str, Path]:
+    """Per domain, a JSON Lines training file (the café's from the Kumo Coffee example)."""
+    folder.mkdir(parents=True)
+    files = {}
+    for domain in DOMAINS:
+        if domain == "cafe":
+            lines = [line for line in KUMO_TRAIN.read_text("utf-8").splitlines() if line.strip()]
+            step = len(lines) // CAFE_CONVERSATIONS
+            body = "\n".join(lines[::step][:CAFE_CONVERSATIONS]) + "\n"
+        else:
+            body = "".join(
+                json.dumps({"messages": _pair(r.text)}, ensure_ascii=False) + "\n"
+                for r in train
+                if r.domain == domain
+            )
+        files[domain] = folder / f"{domain}.jsonl"
+        files[domain].write_text(body, encoding="utf-8")
+    return files
+
+
+def _pair(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": ANSWER}]
+
+
+# --- the platform -------------------------------------------------------------------------
+
+
+def _platform(work: Path, train: list[Row], threshold: float) -> Platform:
+    """A database with the five member deployments, ``general`` and the three apps."""
+    settings = Settings(
+        env="development",
+        home=work / "home",
+        database_url=f"sqlite:///{work}/router.db",
+        secret_key="router-benchmark-secret-not-default",
+    )
+    db = Database(settings.resolved_database_url)
+    upgrade(db.engine)
+    base_path = make_tiny_model(work / "models" / "base")
+    adapter_path = make_tiny_adapter(base_path, work / "models" / "adapter")
+    files = _training_files(work / "train", train)
+    vault = Vault(settings.secret())
+    with db.session() as session:
+        owner = accounts.create_user(
+            session, email="router@example.com", password="correct horse battery staple"
+        )
+        base = _base_model(session, base_path)
+        for domain, train_file in files.items():
+            adapter_id = _trained_version(session, owner, base, adapter_path, domain, train_file)
+            deployments.create(
+                session, owner, vault, name=domain, adapter_id=adapter_id, alias="champion"
+            )
+        deployments.create(session, owner, vault, name=DEFAULT, base_model_id=base.id)
+        for name, spec in _app_specs(threshold).items():
+            deployments.create(session, owner, vault, name=name, app=spec)
+        owner_id = owner.id
+    return Platform(db, settings, vault, owner_id)
+
+
+def _base_model(session: Any, path: Path) -> BaseModel:
+    row = BaseModel(
+        name="tiny",
+        source="local",
+        path=str(path),
+        architecture="LlamaForCausalLM",
+        model_type="llama",
+        parameters=1,
+        context_length=512,
+        chat_template=None,
+        sha256="0" * 64,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _trained_version(
+    session: Any, owner: User, base: BaseModel, folder: Path, name: str, train_file: Path
+) -> int:
+    """An adapter whose champion version came from a finished training job on ``train_file``;
+    returns the adapter's id."""
+    adapter: Adapter = adapters.create(session, owner, name=name, base_model_id=base.id)
+    job = Job(
+        owner_id=owner.id,
+        kind="train",
+        status="succeeded",
+        payload={"train_file": str(train_file)},
+    )
+    session.add(job)
+    session.flush()
+    version = AdapterVersion(
+        adapter_id=adapter.id,
+        version=1,
+        job_id=job.id,
+        path=str(folder),
+        sha256=sha256_file(folder / "adapter_model.safetensors"),
+        spec={},
+        metrics={},
+    )
+    session.add(version)
+    session.flush()
+    aliases.ensure_champion(session, version)
+    return adapter.id
+
+
+def _app_specs(threshold: float) -> dict[str, dict[str, Any]]:
+    members = [{"deployment": d, "description": DESCRIPTIONS[d]} for d in DOMAINS]
+    members.append({"deployment": DEFAULT})
+    router = {"type": "router", "members": members, "default": DEFAULT}
+    return {
+        "semantic": {**router, "semantic": {"threshold": threshold}},
+        "rules": {**router, "rules": RULES},
+        "single": {"type": "single", "members": [{"deployment": DEFAULT}]},
+    }
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def _plan(platform: Platform, app: str, text: str) -> tuple[dict[str, Any], float, float]:
+    """The first step's route and the wall and CPU seconds ``apps.plan`` took, in a fresh
+    session (CPU: of the whole process, so torch's worker threads count too)."""
+    with platform.db.session() as session:
+        owner = session.get(User, platform.owner_id)
+        assert owner is not None
+        row = session.scalar(
+            select(Deployment).where(Deployment.owner_id == owner.id, Deployment.name == app)
+        )
+        assert row is not None
+        request = apps.Request(text, {})
+        wall, cpu = time.perf_counter(), time.process_time()
+        steps = apps.plan(session, platform.settings, platform.vault, owner, row, request)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return steps[0].route or {}, wall, cpu
+
+
+def _route(platform: Platform, row: Row) -> Routed:
+    route, _, _ = _plan(platform, "semantic", row.text)
+    best = route["member"] if route["by"] == "meaning" else route["best"]
+    return Routed(row, route["member"], best, float(route["similarity"]))
+
+
+def _route_all(platform: Platform, tests: list[Row]) -> list[Routed]:
+    """Every test request through the semantic router, on one torch thread: the thread count
+    does not change a route, and on two busy cores one thread is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [_route(platform, row) for row in tests]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _latencies(platform: Platform, texts: list[str], samples: int, threads: int) -> Timings:
+    """Per app, ``samples`` timings of ``apps.plan`` with ``threads`` torch threads, the apps
+    interleaved."""
+    torch.set_num_threads(threads)
+    for text in texts[:10]:  # warm up after a change of threads
+        for app in APPS:
+            _plan(platform, app, text)
+    timings = Timings(threads, {app: [] for app in APPS}, {app: [] for app in APPS})
+    for index in range(samples):
+        text = texts[index % len(texts)]
+        for shift in range(len(APPS)):
+            app = APPS[(index + shift) % len(APPS)]  # rotate so no app always goes first
+            _, wall, cpu = _plan(platform, app, text)
+            timings.wall_ms[app].append(wall * 1000)
+            timings.cpu_ms[app].append(cpu * 1000)
+    return timings
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def _share(hits: int, total: int) -> str:
+    return f"{100 * hits / total:.2f}% ({hits}/{total})" if total else "n/a"
+
+
+def _hits(routed: list[Routed]) -> tuple[int, int]:
+    return sum(r.member == r.expected for r in routed), len(routed)
+
+
+def _print_setting(args: argparse.Namespace, train: list[Row], tests: list[Row], cafe: int) -> None:
+    in_scope = [r for r in tests if r.domain != OUT_OF_SCOPE]
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads by default; embeddings: "
+        f"all-MiniLM-L6-v2 (English-trained), threshold {args.threshold:g}"
+    )
+    per_domain = Counter(r.domain for r in train)
+    print(
+        f"members: {', '.join(DOMAINS)} (training questions: "
+        + ", ".join(f"{d} {per_domain[d] or cafe}" for d in DOMAINS)
+        + f") + default {DEFAULT}"
+    )
+    by_lang = Counter(r.lang for r in in_scope)
+    print(
+        f"test requests: {len(in_scope)} in scope (en {by_lang['en']}, ja {by_lang['ja']}) "
+        f"+ {len(tests) - len(in_scope)} out of scope"
+    )
+
+
+def _print_accuracy(routed: list[Routed], show_errors: bool) -> None:
+    in_scope = [r for r in routed if r.row.domain != OUT_OF_SCOPE]
+    overall, scoped = _hits(routed), _hits(in_scope)
+    print(f"accuracy with out-of-scope = {_share(*overall)}")
+    print(f"accuracy in scope = {_share(*scoped)}")
+    for domain in (*DOMAINS, OUT_OF_SCOPE):
+        mine = [r for r in routed if r.row.domain == domain]
+        by_lang = ", ".join(
+            f"{lang} {_share(*_hits([r for r in mine if r.row.lang == lang]))}"
+            for lang in ("en", "ja")
+        )
+        label = "out of scope -> default" if domain == OUT_OF_SCOPE else f"domain {domain}"
+        print(f"  {label}: {_share(*_hits(mine))}; {by_lang}")
+    for lang in ("en", "ja"):
+        mine = [r for r in in_scope if r.row.lang == lang]
+        print(f"  language {lang} (in scope): {_share(*_hits(mine))}")
+    wrong = Counter((r.expected, r.member) for r in routed if r.member != r.expected)
+    top = ", ".join(f"{want}->{got} {n}" for (want, got), n in wrong.most_common(6))
+    print(f"  confusions (expected->routed): {top or 'none'}")
+    if show_errors:
+        for r in routed:
+            if r.member != r.expected:
+                print(f"    {r.expected}->{r.member} ({r.similarity:.3f}): {r.row.text}")
+    _print_sweep(routed)
+    for label, (hits, total) in (("with out-of-scope", overall), ("in scope", scoped)):
+        met = total and hits / total >= GOAL_ACCURACY
+        print(f"goal >= {GOAL_ACCURACY:.0%} accuracy ({label}): {'met' if met else 'NOT met'}")
+
+
+def _print_sweep(routed: list[Routed]) -> None:
+    """What other thresholds would have given (a diagnostic, not the figure)."""
+    cells = []
+    for threshold in (-1.0, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6):
+        again = [
+            Routed(r.row, r.best if r.similarity >= threshold else DEFAULT, r.best, r.similarity)
+            for r in routed
+        ]
+        scoped = _hits([r for r in again if r.row.domain != OUT_OF_SCOPE])
+        outside = _hits([r for r in again if r.row.domain == OUT_OF_SCOPE])
+        cells.append(
+            f"{threshold:g}: {100 * scoped[0] / scoped[1]:.1f}/"
+            f"{100 * outside[0] / max(outside[1], 1):.1f}"
+        )
+    print("  threshold sweep (diagnostic; in-scope % / out-of-scope %): " + "; ".join(cells))
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    return statistics.median(values), statistics.quantiles(values, n=20)[18]
+
+
+def _print_latency(timings: Timings) -> None:
+    wall = {app: _percentiles(values) for app, values in timings.wall_ms.items()}
+    cpu = {app: statistics.median(values) for app, values in timings.cpu_ms.items()}
+    samples, threads = len(timings.wall_ms["single"]), timings.threads
+    print(f"latency of apps.plan, torch threads {threads}, {samples} samples per app:")
+    names = {"semantic": "semantic router", "rules": "rule-only router", "single": "single app"}
+    for app, name in names.items():
+        print(
+            f"  {name:17} p50 {wall[app][0]:8.3f} ms, p95 {wall[app][1]:8.3f} ms "
+            f"(CPU time p50 {cpu[app]:7.3f} ms)"
+        )
+    added = wall["semantic"][0] - wall["single"][0]
+    print(f"  added p50 = {added:.3f} ms (semantic router - single app)")
+    print(
+        f"  added p50 over the rule-only router = {wall['semantic'][0] - wall['rules'][0]:.3f} ms"
+    )
+    print(f"  added CPU time p50 = {cpu['semantic'] - cpu['single']:.3f} ms")
+    ratio = wall["semantic"][0] / wall["single"][0]
+    print(f"ratio = {ratio:.2f} (semantic router p50 / single app p50, torch threads {threads})")
+    verdict = "met" if added <= GOAL_ADDED_MS else "NOT met"
+    print(f"goal <= {GOAL_ADDED_MS:g} ms p50 added (torch threads {threads}): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
