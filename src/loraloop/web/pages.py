@@ -10,7 +10,14 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from loraloop.errors import LoraloopError, RateLimited
-from loraloop.web import i18n, pages_catalog, pages_data, pages_playground
+from loraloop.web import (
+    i18n,
+    pages_apps,
+    pages_catalog,
+    pages_data,
+    pages_maintenance,
+    pages_playground,
+)
 from loraloop.web.routes import router
 from loraloop.web.templates import render
 from loraloop.web.viewer import resolve
@@ -38,6 +45,6 @@ def install(app: FastAPI) -> None:
     """Register pages, static files and the HTML error renderer on ``app``."""
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
     app.include_router(router)
-    for area in (pages_data, pages_playground, pages_catalog):
+    for area in (pages_data, pages_playground, pages_catalog, pages_maintenance, pages_apps):
         app.include_router(area.router)
     app.state.render_error = render_error

@@ -300,6 +300,38 @@
     n.querySelector(".pg-actions").hidden = live || !answer.trace_id;
     paintError(answer);
     paintFeedback(answer);
+    paintRoute(answer);
+  }
+
+  // Under an app's answer: which member answered and why (the first chunk's loraloop.route),
+  // through nested apps ("general (default) › backup (fallback)"), and the members that failed
+  // before it.
+  function paintRoute(answer) {
+    var route = answer.route;
+    var n = answer.node, badge = n.querySelector(".pg-msg__route");
+    if (!route) { if (badge) badge.remove(); return; }
+    if (!badge) {
+      badge = document.createElement("p");
+      badge.className = "pg-msg__meta pg-msg__route small";
+      n.querySelector(".pg-bubble").after(badge);
+    }
+    function why(step) {
+      var at = step.similarity !== undefined ? Number(step.similarity).toFixed(2) : "";
+      if (step.by === "rule") return t("playground.route.rule", { matched: step.matched || "" });
+      if (step.by === "meaning") return t("playground.route.meaning", { similarity: at });
+      if (step.by === "default" && step.best) return t("playground.route.default_closest", { best: step.best, similarity: at });
+      return t("playground.route." + step.by);
+    }
+    var path = [];
+    for (var step = route; step; step = step.inner) {
+      path.push(t("playground.route.step", { member: step.member, why: why(step) }));
+    }
+    var text = t("playground.route.answered_by", { path: path.join(" › ") });
+    var failed = (route.fallbacks || []).map(function (f) {
+      return t("playground.route.failed", { member: f.member, reason: f.reason });
+    });
+    if (failed.length) text += " · " + t("playground.route.after", { tried: failed.join(", ") });
+    badge.textContent = text;
   }
 
   function errorHelp(error) {
@@ -484,6 +516,7 @@
         var follow = nearBottom();
         answer.trace_id = chunk.id || answer.trace_id;
         answer.model = chunk.model || answer.model;
+        if (chunk.loraloop && chunk.loraloop.route) answer.route = chunk.loraloop.route;
         var choice = chunk.choices && chunk.choices[0];
         if (choice && choice.delta && choice.delta.content) answer.content += choice.delta.content;
         if (choice && choice.finish_reason) answer.finish = choice.finish_reason;
