@@ -45,6 +45,8 @@ __all__ = [
     "evaluation_succeeded",
     "judge_of",
     "override",
+    "run",
+    "runs",
     "start_evaluation",
 ]
 
@@ -276,6 +278,22 @@ def _decide(
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def runs(session: Session, user: User, adapter_id: int) -> list[EvalRun]:
+    """Every stored evaluation run of your adapter, newest first."""
+    adapters.get_own(session, user, adapter_id)
+    query = select(EvalRun).where(EvalRun.adapter_id == adapter_id)
+    return list(session.scalars(query.order_by(EvalRun.id.desc())))
+
+
+def run(session: Session, user: User, adapter_id: int, run_id: int) -> EvalRun:
+    """One evaluation run of your adapter, with every case."""
+    adapters.get_own(session, user, adapter_id)
+    row = session.get(EvalRun, run_id)
+    if row is None or row.adapter_id != adapter_id:
+        raise NotFound(f"adapter {adapter_id} has no evaluation run {run_id}", param="run_id")
+    return row
 
 
 def decisions(session: Session, user: User, adapter_id: int) -> list[GateDecision]:

@@ -175,8 +175,8 @@ def add_correction_case(session: Session, candidate: TrainingCandidate) -> EvalC
 
 
 def list_for(session: Session, user: User, adapter_id: int) -> list[tuple[EvalSuite, int]]:
-    """The adapter's suites with their case counts."""
-    adapters.get_visible(session, user, adapter_id)
+    """Your adapter's suites with their case counts."""
+    adapters.get_own(session, user, adapter_id)
     rows = session.execute(
         select(EvalSuite, func.count(EvalCase.id))
         .outerjoin(EvalCase, EvalCase.suite_id == EvalSuite.id)

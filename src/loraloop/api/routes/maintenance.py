@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from loraloop.api.deps import AppSettings, CurrentUser, DbSession
 from loraloop.api.mlops_schemas import (
@@ -28,9 +27,6 @@ from loraloop.api.mlops_schemas import (
     SuitePublic,
 )
 from loraloop.api.schemas import JobPublic
-from loraloop.catalog import adapters
-from loraloop.db.tables import EvalRun
-from loraloop.errors import NotFound
 from loraloop.mlops import candidates, gate, monitor, policy, promotion, suites, timeline
 
 router = APIRouter(prefix="/api", tags=["maintenance"])
@@ -91,7 +87,6 @@ def dismiss_run(run_id: int, user: CurrentUser, session: DbSession) -> RetrainRu
 @router.get("/adapters/{adapter_id}/suites")
 def list_suites(adapter_id: int, user: CurrentUser, session: DbSession) -> list[SuitePublic]:
     """The adapter's evaluation suites with their case counts."""
-    adapters.get_own(session, user, adapter_id)
     return [
         SuitePublic(
             id=s.id, adapter_id=s.adapter_id, name=s.name, kind=s.kind, metric=s.metric, cases=n
@@ -135,11 +130,7 @@ def start_evaluation(
 @router.get("/adapters/{adapter_id}/evaluations")
 def list_evaluations(adapter_id: int, user: CurrentUser, session: DbSession) -> list[EvalRunPublic]:
     """Every stored evaluation run, newest first (per-case answers: ``.../evaluations/{id}``)."""
-    adapters.get_own(session, user, adapter_id)
-    rows = session.scalars(
-        select(EvalRun).where(EvalRun.adapter_id == adapter_id).order_by(EvalRun.id.desc())
-    )
-    return [EvalRunPublic.model_validate(r) for r in rows]
+    return [EvalRunPublic.model_validate(r) for r in gate.runs(session, user, adapter_id)]
 
 
 @router.get("/adapters/{adapter_id}/evaluations/{run_id}")
@@ -147,10 +138,7 @@ def get_evaluation(
     adapter_id: int, run_id: int, user: CurrentUser, session: DbSession
 ) -> dict[str, Any]:
     """One run with every case's answer and score."""
-    adapters.get_own(session, user, adapter_id)
-    row = session.get(EvalRun, run_id)
-    if row is None or row.adapter_id != adapter_id:
-        raise NotFound(f"adapter {adapter_id} has no evaluation run {run_id}", param="run_id")
+    row = gate.run(session, user, adapter_id, run_id)
     return {**EvalRunPublic.model_validate(row).model_dump(mode="json"), "cases": row.cases}
 
 
