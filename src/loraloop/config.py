@@ -167,6 +167,27 @@ class Settings(BaseSettings):
     judge_model: str | None = None
     """The model name to ask at ``judge_base_url``."""
 
+    review_k: int = Field(default=3, ge=1, le=15)
+    """Reviewers drawn for each community contribution."""
+
+    review_max: int = Field(default=7, ge=1, le=31)
+    """Most reviewers one contribution may have; without a quorum by then it is rejected."""
+
+    review_quorum: float = Field(default=0.66, gt=0.5, le=1.0)
+    """Share of the revealed vote weight one side needs to decide a contribution."""
+
+    review_commit_hours: float = Field(default=48.0, gt=0)
+    """A drawn reviewer who has not committed a verdict by then is replaced."""
+
+    review_reveal_hours: float = Field(default=24.0, gt=0)
+    """Time to reveal a committed verdict once every reviewer of the item has committed."""
+
+    contributions_per_hour: int = Field(default=30, ge=1, le=10000)
+    """Contributions one user may offer per hour, over all adapters."""
+
+    near_duplicate_cosine: float = Field(default=0.95, gt=0, le=1.0)
+    """MiniLM cosine similarity from which a contribution is refused as a near-duplicate."""
+
     @classmethod
     def settings_customise_sources(
         cls,

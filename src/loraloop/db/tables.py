@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -35,6 +36,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "BaseModel",
+    "CommunityMember",
+    "Contribution",
     "Conversation",
     "Dataset",
     "DatasetVersion",
@@ -49,13 +52,17 @@ __all__ = [
     "Job",
     "JobEvent",
     "LoginFailure",
+    "PointsEntry",
+    "ReputationEvent",
     "RetrainPolicy",
     "RetrainRun",
+    "ReviewAssignment",
     "Trace",
     "TrainingCandidate",
     "UsageDaily",
     "UsageEvent",
     "User",
+    "WalletLink",
     "WebSession",
 ]
 
@@ -666,4 +673,158 @@ class DriftReport(Base):
     quality: Mapped[dict[str, Any]]
     alarm: Mapped[str | None] = mapped_column(String(12))
     """None, ``drift`` or ``quality``."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# identity: wallets ----------------------------------------------------------------------
+
+
+class WalletLink(Base):
+    """An EVM address a user proved they control. Unlinked rows stay: an address once linked
+    to an account still counts as that account's when reviewers are drawn."""
+
+    __tablename__ = "wallet_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    """Lower-case 0x hex."""
+    linked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    unlinked_at: Mapped[datetime | None]
+
+
+# contributions --------------------------------------------------------------------------
+
+
+class CommunityMember(Base):
+    """A user in an adapter's community: invited to a private adapter, or enrolled to review."""
+
+    __tablename__ = "community_members"
+    __table_args__ = (UniqueConstraint("adapter_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reviewer: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contribution(Base):
+    """A training example, an eval case or a correction offered to an adapter, and its fate.
+    Gold items (``gold`` set) are the owner's items with a known verdict, mixed into review
+    queues to measure reviewers; they never reach training."""
+
+    __tablename__ = "contributions"
+    __table_args__ = (
+        UniqueConstraint("adapter_id", "content_sha256"),
+        Index("ix_contributions_adapter_status", "adapter_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(12))
+    """``example``, ``eval_case`` or ``correction``."""
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    expected: Mapped[Any] = mapped_column(JSON, nullable=True)
+    metric: Mapped[str | None] = mapped_column(String(16))
+    provenance: Mapped[dict[str, Any]]
+    """How it arrived (``via``), where it comes from (``source``), the trace of a correction."""
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """MiniLM vector of its user turns (float32), for near-duplicate checks."""
+    novelty: Mapped[float] = mapped_column(Float, default=1.0)
+    """1 - the highest cosine similarity to the adapter's training inputs."""
+    drift_cluster: Mapped[str | None] = mapped_column(Text)
+    """The current drift cluster it covers (its label), if any."""
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    """``pending`` → ``accepted`` | ``rejected``; gold items stay ``gold``."""
+    gold: Mapped[str | None] = mapped_column(String(8))
+    """A gold item's known verdict: ``accept`` or ``reject``."""
+    final: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """The messages as accepted when a reviewer's fix won."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_via: Mapped[str | None] = mapped_column(String(12))
+    """``consensus`` or ``owner``."""
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The weighted tally the decision came from."""
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_candidates.id", ondelete="SET NULL")
+    )
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("eval_cases.id", ondelete="SET NULL"))
+    reveal_opened_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+
+class ReviewAssignment(Base):
+    """One reviewer's part in deciding one item: drawn, committed (a hash), revealed."""
+
+    __tablename__ = "review_assignments"
+    __table_args__ = (UniqueConstraint("contribution_id", "reviewer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contribution_id: Mapped[int] = mapped_column(
+        ForeignKey("contributions.id", ondelete="CASCADE"), index=True
+    )
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(12), default="assigned")
+    """``assigned`` → ``committed`` → ``revealed``; or ``expired``, ``cancelled``."""
+    commitment: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str | None] = mapped_column(String(8))
+    edited: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    comment: Mapped[str | None] = mapped_column(Text)
+    weight: Mapped[float | None] = mapped_column(Float)
+    """The reviewer's vote weight when they revealed."""
+    matched: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether the verdict agreed with the final outcome (or the gold answer)."""
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime]
+    committed_at: Mapped[datetime | None]
+    revealed_at: Mapped[datetime | None]
+
+
+class ReputationEvent(Base):
+    """One piece of evidence about a user's judgement; reputation is their decayed sum."""
+
+    __tablename__ = "reputation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(12))
+    """``agreement``, ``gold``, ``silent`` (committed, never revealed) or ``authored``."""
+    good: Mapped[float] = mapped_column(Float)
+    weight: Mapped[float] = mapped_column(Float)
+    source_key: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# rewards --------------------------------------------------------------------------------
+
+
+class PointsEntry(Base):
+    """Append-only: points a user earned for one source event, with the formula's factors.
+    The idempotency key names the event, so replaying it writes nothing new."""
+
+    __tablename__ = "points_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    adapter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapters.id", ondelete="SET NULL"), index=True
+    )
+    millipoints: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(12))
+    """``contribution``, ``review``, ``impact`` or ``compute``."""
+    source_type: Mapped[str] = mapped_column(String(24))
+    source_id: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    breakdown: Mapped[dict[str, Any]]
+    epoch_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,9 +5,10 @@ conversation that was asked plus the corrected answer. One in four (by id, so th
 stable) is held out as an evaluation case of the adapter's ``corrections`` suite, so the gate
 measures a challenger on what users corrected without having trained on those very cases.
 
-Candidates wait for the adapter owner's decision, except the owner's own corrections when the
-retraining policy trusts them (the default). Community review (contributions) decides the
-others once it exists.
+Candidates wait for a decision, except the owner's own corrections when the retraining
+policy trusts them (the default). Others' corrections are announced (``candidate_pending``)
+so community review (:mod:`loraloop.contributions`) can decide them; the owner may still
+decide any candidate directly (announced as ``candidate_decided``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.errors import Conflict, InvalidRequest, NotFound
-from loraloop.mlops import suites
+from loraloop.mlops import events, suites
 
 __all__ = [
     "EVAL_EVERY",
     "accepted_examples",
+    "close",
     "count_since",
     "decide",
     "from_feedback",
@@ -68,7 +70,9 @@ def from_feedback(session: Session, feedback: Feedback) -> TrainingCandidate | N
     policy = session.get(RetrainPolicy, adapter.id)
     trusted = policy.trust_owner_corrections if policy else True
     if trusted and feedback.author_id == adapter.owner_id:
-        _accept(session, row, feedback.author_id, "the owner's own correction")
+        close(session, row, accept=True, by=feedback.author_id, reason="the owner's own correction")
+    elif feedback.author_id != adapter.owner_id:
+        events.publish("candidate_pending", session, candidate=row)
     return row
 
 
@@ -84,25 +88,31 @@ def decide(
         raise Conflict(
             f"candidate {candidate_id} was already {row.status}", code="candidate_decided"
         )
-    if accept:
-        _accept(session, row, user.id, reason)
-    else:
-        if not reason or not reason.strip():
-            raise InvalidRequest("say why the candidate is rejected", param="reason")
-        row.status, row.decided_by, row.reason, row.decided_at = (
-            "rejected",
-            user.id,
-            reason,
-            utcnow(),
-        )
-    session.flush()
+    if not accept and (not reason or not reason.strip()):
+        raise InvalidRequest("say why the candidate is rejected", param="reason")
+    close(session, row, accept=accept, by=user.id, reason=reason)
+    events.publish("candidate_decided", session, candidate=row)
     return row
 
 
-def _accept(session: Session, row: TrainingCandidate, by: int | None, reason: str | None) -> None:
-    row.status, row.decided_by, row.reason, row.decided_at = "accepted", by, reason, utcnow()
-    if row.role == "eval":
+def close(
+    session: Session,
+    row: TrainingCandidate,
+    *,
+    accept: bool,
+    by: int | None,
+    reason: str | None,
+    messages: list[dict[str, str]] | None = None,
+) -> None:
+    """Record the decision; an accepted held-out one joins the corrections suite.
+    ``messages`` replaces the conversation (a reviewer's fix)."""
+    if messages is not None:
+        row.messages = messages
+    row.status = "accepted" if accept else "rejected"
+    row.decided_by, row.reason, row.decided_at = by, reason, utcnow()
+    if accept and row.role == "eval":
         suites.add_correction_case(session, row)
+    session.flush()
 
 
 def list_for(

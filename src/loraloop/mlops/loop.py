@@ -24,7 +24,7 @@ from loraloop.config import Settings
 from loraloop.db.engine import Database, utcnow
 from loraloop.db.tables import Job, RetrainPolicy, RetrainRun, TrainingCandidate
 from loraloop.errors import LoraloopError
-from loraloop.mlops import candidates, monitor, policy, promotion
+from loraloop.mlops import candidates, events, monitor, policy, promotion
 from loraloop.storage import Storage
 
 __all__ = ["Maintenance", "Tick", "tick"]
@@ -41,6 +41,8 @@ class Tick:
     started: list[int] = field(default_factory=list)
     closed: list[int] = field(default_factory=list)
     canaries: dict[int, str] = field(default_factory=dict)
+    community: dict[str, int] = field(default_factory=dict)
+    """What community review did: corrections placed, late reviewers expired, drawn."""
 
 
 def tick(session: Session, settings: Settings, storage: Storage) -> Tick:
@@ -62,6 +64,7 @@ def tick(session: Session, settings: Settings, storage: Storage) -> Tick:
         outcome = promotion.check_canary(session, run)
         if outcome:
             done.canaries[run.id] = outcome
+    events.publish("tick", session, settings=settings, storage=storage, done=done)
     session.flush()
     return done
 

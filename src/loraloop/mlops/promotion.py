@@ -26,6 +26,7 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.errors import Conflict
+from loraloop.mlops import events
 
 __all__ = [
     "BAD",
@@ -68,6 +69,9 @@ def promote(
     )
     aliases.clear(session, adapter_id, "challenger", cause=cause, actor_id=actor_id)
     _set_canary(session, adapter_id, 0.0)
+    events.publish(
+        "promoted", session, adapter_id=adapter_id, version_id=version_id, decision=decision
+    )
 
 
 def drop_challenger(session: Session, adapter_id: int, version_id: int, *, cause: str) -> None:

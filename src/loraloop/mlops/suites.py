@@ -2,7 +2,7 @@
 
 Kinds: ``heldout`` (made from the training dataset's validation split: the reference answer,
 scored by ROUGE-L), ``owner`` (cases the owner writes, with any metric), ``corrections``
-(held-out user corrections) and ``community`` (accepted community eval cases, later).
+(held-out user corrections) and ``community`` (accepted community eval cases).
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ __all__ = [
     "HELDOUT_CASES",
     "KINDS",
     "add_cases",
+    "add_community_case",
     "add_correction_case",
     "cases_payload",
     "create",
     "ensure_heldout",
     "list_for",
+    "parse_case",
 ]
 
 KINDS = ("heldout", "owner", "corrections", "community")
@@ -101,6 +103,15 @@ def add_cases(
 
 
 def _owner_case(suite: EvalSuite, case: dict[str, Any]) -> EvalCase:
+    messages, expected, metric = parse_case(case, suite.metric)
+    return EvalCase(
+        suite_id=suite.id, messages=messages, expected=expected, metric=metric, source="owner"
+    )
+
+
+def parse_case(case: dict[str, Any], default_metric: str) -> tuple[list[dict[str, str]], Any, str]:
+    """(messages, expected, metric) of a case given as ``prompt`` or ``messages`` ending with
+    a user turn, an ``expected`` answer and an optional ``metric``; InvalidRequest if wrong."""
     messages = case.get("messages")
     if messages is None and isinstance(case.get("prompt"), str):
         messages = [{"role": "user", "content": case["prompt"]}]
@@ -114,14 +125,12 @@ def _owner_case(suite: EvalSuite, case: dict[str, Any]) -> EvalCase:
         or messages[-1].get("role") != "user"
     ):
         raise InvalidRequest("give 'prompt' or 'messages' ending with a user turn")
-    metric = case.get("metric") or suite.metric
+    metric = case.get("metric") or default_metric
     evaluation.check_case(metric, case.get("expected"))
-    return EvalCase(
-        suite_id=suite.id,
-        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-        expected=case["expected"],
-        metric=metric,
-        source="owner",
+    return (
+        [{"role": m["role"], "content": m["content"]} for m in messages],
+        case["expected"],
+        metric,
     )
 
 
@@ -168,6 +177,19 @@ def add_correction_case(session: Session, candidate: TrainingCandidate) -> EvalC
         metric="rouge_l",
         source="correction",
         candidate_id=candidate.id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_community_case(
+    session: Session, adapter_id: int, messages: list[dict[str, str]], expected: Any, metric: str
+) -> EvalCase:
+    """An accepted community eval case joins the adapter's ``community`` suite."""
+    suite = _suite(session, adapter_id, "community", "community", metric)
+    row = EvalCase(
+        suite_id=suite.id, messages=messages, expected=expected, metric=metric, source="community"
     )
     session.add(row)
     session.flush()

@@ -1,0 +1,1 @@
+"""Rewards: the append-only points ledger (and, later, epochs paid on chain)."""
