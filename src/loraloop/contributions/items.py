@@ -39,6 +39,7 @@ from loraloop.storage import Storage
 
 __all__ = [
     "KINDS",
+    "accepted_by_author",
     "adapter_for",
     "add_gold",
     "counts",
@@ -470,3 +471,12 @@ def counts(session: Session, adapter_id: int) -> dict[str, int]:
         .group_by(Contribution.status)
     )
     return {status: int(n) for status, n in rows}
+
+
+def accepted_by_author(session: Session, adapter_id: int) -> dict[int, int]:
+    rows = session.execute(
+        select(Contribution.author_id, func.count())
+        .where(Contribution.adapter_id == adapter_id, Contribution.status == "accepted")
+        .group_by(Contribution.author_id)
+    )
+    return {int(a): int(n) for a, n in rows if a is not None}
