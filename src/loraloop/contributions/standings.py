@@ -47,11 +47,12 @@ def leaderboard(session: Session, user: User, adapter_id: int, limit: int = 50) 
     """Who earned most on an adapter anyone may see (or you were invited to)."""
     items.adapter_for(session, user, adapter_id)
     board = ledger.leaderboard(session, adapter_id, limit)
-    names = dict(
-        session.execute(
+    names: dict[int, str] = {
+        u: name
+        for u, name in session.execute(
             select(User.id, User.display_name).where(User.id.in_([u for u, _ in board]))
-        ).tuples()
-    )
+        )
+    }
     counted = items.accepted_by_author(session, adapter_id)
     return [
         Place(
