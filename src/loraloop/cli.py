@@ -8,7 +8,13 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from loraloop import __version__, deploy_commands, loop_commands, train_commands
+from loraloop import (
+    __version__,
+    contrib_commands,
+    deploy_commands,
+    loop_commands,
+    train_commands,
+)
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
 from loraloop.db.tables import User
@@ -239,6 +245,7 @@ app.command()(train_commands.train)
 app.command()(train_commands.chat)
 app.add_typer(deploy_commands.deploy_app, name="deploy")
 app.add_typer(loop_commands.loop_app, name="loop")
+app.add_typer(contrib_commands.contrib_app, name="contrib")
 
 if __name__ == "__main__":
     app()
