@@ -128,6 +128,7 @@ def my_contributions(user: CurrentUser, session: DbSession) -> list[Contribution
 def get_contribution(
     contribution_id: int, user: CurrentUser, session: DbSession
 ) -> ContributionPublic:
+    """One item, to its author or the adapter's owner: status, reason, tally, provenance."""
     return ContributionPublic.model_validate(items.get(session, user, contribution_id))
 
 
@@ -208,6 +209,7 @@ def reveal(
 
 @router.get("/me/reputation")
 def my_reputation(user: CurrentUser, session: DbSession) -> StandingPublic:
+    """Your reputation, vote weight, probation and accuracy on gold items."""
     return StandingPublic.model_validate(reputation.standing(session, user.id).as_dict())
 
 
