@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters, aliases
@@ -221,8 +222,11 @@ def submit(
         content_sha256=digest,
     )
     _place(session, settings, storage, row, check_training=True)
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # the same item offered at the same moment
+        raise Conflict(f"this {kind} was just offered by someone else", code="duplicate") from None
     if adapter.owner_id == user.id:
         settle.finalize(
             session, row, accepted=True, via="owner", by=user.id, reason="the owner's own item"

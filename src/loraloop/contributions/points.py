@@ -20,6 +20,7 @@ from loraloop.db.tables import (
     PointsEntry,
     RetrainRun,
     ReviewAssignment,
+    TrainingCandidate,
 )
 from loraloop.rewards import ledger
 
@@ -109,9 +110,12 @@ def award_impact(
         return []
     included = list(
         session.scalars(
-            select(Contribution).where(
+            select(Contribution)
+            .join(TrainingCandidate, TrainingCandidate.id == Contribution.candidate_id)
+            .where(
                 Contribution.adapter_id == adapter_id,
                 Contribution.status == "accepted",
+                TrainingCandidate.role == "train",  # held-out corrections were not trained on
                 Contribution.candidate_id > low,
                 Contribution.candidate_id <= high,
             )

@@ -179,8 +179,10 @@ def _own(session: Session, user: User, assignment_id: int) -> tuple[ReviewAssign
     assignment = session.get(ReviewAssignment, assignment_id)
     if assignment is None or assignment.reviewer_id != user.id:
         raise NotFound(f"review {assignment_id} not found", param="assignment_id")
-    row = session.get(Contribution, assignment.contribution_id)
+    # one reveal at a time per item: two concurrent last reveals must not both decide it
+    row = session.get(Contribution, assignment.contribution_id, with_for_update=True)
     assert row is not None
+    session.refresh(assignment)
     return assignment, row
 
 
