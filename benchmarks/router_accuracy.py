@@ -13,42 +13,52 @@ serving a version whose training job's ``train_file`` holds that domain's questi
 Each member has a short bilingual description. The app under test is a router with no rules,
 only ``"semantic": {"threshold": 0.35}`` (the spec's default, chosen before any run) and the
 default member ``general`` (a bare base deployment with no description, so it only ever gets
-the requests no member is similar enough to). Every test request (``"split": "test"``: 40 per
-domain, half English and half Japanese, written as new phrasings and often new sub-topics, none
-equal to a training question; plus 40 out-of-scope requests whose right answer is ``general``)
-goes through ``loraloop.gateway.apps.plan`` exactly as the gateway calls it (a fresh session per
-request), and the member is ``steps[0].route["member"]``.
+the requests the router gives to no member). Two sets of test requests, each 40 per domain
+(half English, half Japanese; new phrasings and often new sub-topics, none equal to a training
+question) plus 40 out-of-scope requests whose right answer is ``general``:
 
-Reported: accuracy with and without the out-of-scope set, per domain, per language (MiniLM-L6
-is trained on English; Japanese is matched through its WordPiece vocabulary's single
-characters), the main confusions, and, as a diagnostic only, what other thresholds would have
-given (read off the routes' best similarity, the same rule ``apps._route`` applies).
+* the **tuned** set, ``router_requests.jsonl`` rows with ``"split": "test"``: the router's
+  features and constants (``loraloop.ml.router``) were chosen while looking at its results;
+* the **held-out** set, ``router_requests_heldout.jsonl``: written before the router was built
+  and never looked at while tuning it, so its figure is the one to expect on new requests.
+
+Every request goes through ``loraloop.gateway.apps.plan`` exactly as the gateway calls it (a
+fresh session per request), and the member is ``steps[0].route["member"]``. Reported per set:
+accuracy with and without the out-of-scope requests, per domain, per language, the main
+confusions, which model decided (the n-grams alone, or with MiniLM), and, as diagnostics, what
+other thresholds would have given and the accuracy with MiniLM run on every request. The
+baseline of the accuracy ratio, measured in the same run on the same members' texts, is the
+previous router: the best MiniLM cosine of the request to a member's description and training
+inputs, at or above 0.35 (``ratio = router accuracy / baseline accuracy``).
 
 Latency: ``apps.plan`` per request, timed alone, for the semantic router, a rule-only router over
 the same members (keywords, no meaning step) and a ``single`` app of ``general``, interleaved in
-rotating order after a warm-up (MiniLM's load and the members' prototype embeddings are one-time
-and cached). The baseline of the ratio is the ``single`` app measured in the same run:
-``ratio = semantic router p50 / single app p50``; added = the difference of the p50s. Measured
-with torch's default thread count (what ``loraloop up`` runs with) and with one thread.
+rotating order after a warm-up (MiniLM's load, the router's fit and the members' prototype
+embeddings are one-time and cached). The baseline of the ratio is the ``single`` app measured in
+the same run: ``ratio = semantic router p50 / single app p50``; added = the difference of the
+p50s. Measured with torch's default thread count (what ``loraloop up`` runs with) and with one
+thread.
 
 Goals (from the issue): ≥ 95% accuracy, ≤ 5 ms p50 added on the CPU.
 
 Usage: python benchmarks/router_accuracy.py [--threshold 0.35] [--samples 300]
        [--threads 0,1] [--show-errors] [--quick]
-``--quick``: 10 requests per domain and 10 out of scope, 20 latency samples (a smoke run).
+``--quick``: 10 requests per domain and 10 out of scope from each set, 20 latency samples (a
+smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +72,24 @@ from loraloop.db.tables import Adapter, AdapterVersion, BaseModel, Deployment, J
 from loraloop.gateway import apps, deployments
 from loraloop.gateway.credentials import Vault
 from loraloop.identity import accounts
+from loraloop.ml import router
+from loraloop.ml.embeddings import load_minilm
 from loraloop.ml.training import read_examples
 from loraloop.storage import sha256_file
 from loraloop.testing import make_tiny_adapter, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "benchmarks" / "router_requests.jsonl"
+HELDOUT = ROOT / "benchmarks" / "router_requests_heldout.jsonl"
+SETS = {"tuned": "", "held-out": "held-out "}
+"""The two test sets and the prefix of their report lines."""
 KUMO_TRAIN = ROOT / "examples" / "kumo_coffee" / "train.jsonl"
 CAFE_CONVERSATIONS = 40
 THRESHOLD = 0.35
+BASELINE_THRESHOLD = 0.35
+"""The previous router's cosine threshold (the spec's default then), for the baseline."""
+PROTOTYPES = 64
+"""Training inputs per member, as ``apps._PROTOTYPES`` takes them (for the baseline)."""
 GOAL_ACCURACY, GOAL_ADDED_MS = 0.95, 5.0
 DEFAULT = "general"
 OUT_OF_SCOPE = "none"
@@ -114,12 +133,15 @@ class Row:
 
 @dataclass(frozen=True)
 class Routed:
-    """Where the semantic router sent a test request, and its best member and similarity."""
+    """Where the semantic router sent a test request; its best member, score and model."""
 
     row: Row
     member: str
     best: str
-    similarity: float
+    score: float
+    strategy: str
+    general: bool
+    """The router took it for a general request (not a matter of threshold)."""
 
     @property
     def expected(self) -> str:
@@ -155,19 +177,25 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     default_threads = torch.get_num_threads()
-    rows = _read_rows()
+    rows = _read_rows(REQUESTS)
     train = [r for r in rows if r.split == "train"]
-    tests = [r for r in rows if r.split == "test"]
+    sets = {"tuned": [r for r in rows if r.split == "test"], "held-out": _read_rows(HELDOUT)}
     if args.quick:
-        tests, args.samples = _subset(tests, per_language=5), 20
+        sets = {name: _subset(tests, per_language=5) for name, tests in sets.items()}
+        args.samples = 20
     with tempfile.TemporaryDirectory(prefix="router-accuracy-") as scratch:
         platform = _platform(Path(scratch), train, args.threshold)
+        members = _member_texts(Path(scratch) / "train")
         cafe_questions = _user_turns(Path(scratch) / "train" / "cafe.jsonl")
-        _check_disjoint(tests, [r.text for r in train] + cafe_questions)
-        _print_setting(args, train, tests, len(cafe_questions))
-        routed = _route_all(platform, tests)
-        _print_accuracy(routed, args.show_errors)
-        texts = [r.text for r in tests]
+        known = [r.text for r in train] + cafe_questions
+        _check_disjoint(sets["tuned"], known)
+        _check_disjoint(sets["held-out"], known + [r.text for r in sets["tuned"]])
+        _print_setting(args, train, sets, len(cafe_questions))
+        for name, tests in sets.items():
+            routed = _route_all(platform, tests)
+            _print_accuracy(SETS[name], routed, args.show_errors)
+            _print_diagnostics(SETS[name], platform, routed, members)
+        texts = [r.text for tests in sets.values() for r in tests]
         for threads in (int(t) or default_threads for t in args.threads.split(",")):
             _print_latency(_latencies(platform, texts, args.samples, threads))
         platform.db.dispose()
@@ -179,8 +207,8 @@ def main() -> None:
 # --- data ----------------------------------------------------------------------------------
 
 
-def _read_rows() -> list[Row]:
-    with REQUESTS.open(encoding="utf-8") as handle:
+def _read_rows(path: Path) -> list[Row]:
+    with path.open(encoding="utf-8") as handle:
         return [Row(**json.loads(line)) for line in handle if line.strip()]
 
 
@@ -195,12 +223,13 @@ def _subset(tests: list[Row], *, per_language: int) -> list[Row]:
     return out
 
 
-def _check_disjoint(tests: list[Row], training: list[str]) -> None:
-    """The test requests are new phrasings: none is a training question."""
-    known = {_normal(text) for text in training}
-    copies = [row.text for row in tests if _normal(row.text) in known]
+def _check_disjoint(tests: list[Row], known: list[str]) -> None:
+    """The test requests are new phrasings: none is a training question (nor, for the
+    held-out set, a request of the tuned set)."""
+    seen = {_normal(text) for text in known}
+    copies = [row.text for row in tests if _normal(row.text) in seen]
     if copies:
-        raise SystemExit(f"test requests equal to training questions: {copies}")
+        raise SystemExit(f"test requests equal to known ones: {copies}")
 
 
 def _normal(text: str) -> str:
@@ -209,6 +238,18 @@ def _normal(text: str) -> str:
 
 def _user_turns(path: Path) -> list[str]:
     return [m["content"] for c in read_examples(path) for m in c if m["role"] == "user"]
+
+
+def _member_texts(folder: Path) -> dict[str, list[str]]:
+    """Per member, its description and training inputs as the app takes them."""
+    out = {}
+    for domain in DOMAINS:
+        texts = _user_turns(folder / f"{domain}.jsonl")
+        out[domain] = [
+            DESCRIPTIONS[domain],
+            *texts[:: max(1, len(texts) // PROTOTYPES)][:PROTOTYPES],
+        ]
+    return out
 
 
 def _training_files(folder: Path, train: list[Row]) -> dict[str, Path]:
@@ -318,10 +359,10 @@ def _trained_version(
 def _app_specs(threshold: float) -> dict[str, dict[str, Any]]:
     members = [{"deployment": d, "description": DESCRIPTIONS[d]} for d in DOMAINS]
     members.append({"deployment": DEFAULT})
-    router = {"type": "router", "members": members, "default": DEFAULT}
+    shared = {"type": "router", "members": members, "default": DEFAULT}
     return {
-        "semantic": {**router, "semantic": {"threshold": threshold}},
-        "rules": {**router, "rules": RULES},
+        "semantic": {**shared, "semantic": {"threshold": threshold}},
+        "rules": {**shared, "rules": RULES},
         "single": {"type": "single", "members": [{"deployment": DEFAULT}]},
     }
 
@@ -348,8 +389,15 @@ def _plan(platform: Platform, app: str, text: str) -> tuple[dict[str, Any], floa
 
 def _route(platform: Platform, row: Row) -> Routed:
     route, _, _ = _plan(platform, "semantic", row.text)
-    best = route["member"] if route["by"] == "meaning" else route["best"]
-    return Routed(row, route["member"], best, float(route["similarity"]))
+    best = route["member"] if route["by"] == "meaning" else route.get("best", DEFAULT)
+    return Routed(
+        row,
+        route["member"],
+        best,
+        float(route.get("similarity", 0.0)),
+        str(route.get("strategy", "none")),
+        route.get("reason") == "general request",
+    )
 
 
 def _route_all(platform: Platform, tests: list[Row]) -> list[Routed]:
@@ -361,6 +409,25 @@ def _route_all(platform: Platform, tests: list[Row]) -> list[Routed]:
         return [_route(platform, row) for row in tests]
     finally:
         torch.set_num_threads(threads)
+
+
+def _baseline(members: dict[str, list[str]], tests: list[Row]) -> list[str]:
+    """The previous router's member per request: the best MiniLM cosine to a member's texts,
+    at or above :data:`BASELINE_THRESHOLD`, else the default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_minilm()
+        matrices = {name: model.embed(texts) for name, texts in members.items()}
+        queries = model.embed([r.text for r in tests])
+    finally:
+        torch.set_num_threads(threads)
+    out = []
+    for query in queries:
+        scores = {name: float((matrix @ query).max()) for name, matrix in matrices.items()}
+        best = max(scores, key=lambda name: scores[name])
+        out.append(best if scores[best] >= BASELINE_THRESHOLD else DEFAULT)
+    return out
 
 
 def _latencies(platform: Platform, texts: list[str], samples: int, threads: int) -> Timings:
@@ -392,12 +459,14 @@ def _hits(routed: list[Routed]) -> tuple[int, int]:
     return sum(r.member == r.expected for r in routed), len(routed)
 
 
-def _print_setting(args: argparse.Namespace, train: list[Row], tests: list[Row], cafe: int) -> None:
-    in_scope = [r for r in tests if r.domain != OUT_OF_SCOPE]
+def _print_setting(
+    args: argparse.Namespace, train: list[Row], sets: dict[str, list[Row]], cafe: int
+) -> None:
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads by default; embeddings: "
-        f"all-MiniLM-L6-v2 (English-trained), threshold {args.threshold:g}"
+        f"{torch.__version__}, {torch.get_num_threads()} threads by default; router: character "
+        f"n-grams, MiniLM (all-MiniLM-L6-v2, English-trained) below n-gram probability "
+        f"{router.SURE:g}; threshold {args.threshold:g}"
     )
     per_domain = Counter(r.domain for r in train)
     print(
@@ -405,18 +474,21 @@ def _print_setting(args: argparse.Namespace, train: list[Row], tests: list[Row],
         + ", ".join(f"{d} {per_domain[d] or cafe}" for d in DOMAINS)
         + f") + default {DEFAULT}"
     )
-    by_lang = Counter(r.lang for r in in_scope)
-    print(
-        f"test requests: {len(in_scope)} in scope (en {by_lang['en']}, ja {by_lang['ja']}) "
-        f"+ {len(tests) - len(in_scope)} out of scope"
-    )
+    for name, tests in sets.items():
+        in_scope = [r for r in tests if r.domain != OUT_OF_SCOPE]
+        by_lang = Counter(r.lang for r in in_scope)
+        print(
+            f"{name} test requests: {len(in_scope)} in scope (en {by_lang['en']}, ja "
+            f"{by_lang['ja']}) + {len(tests) - len(in_scope)} out of scope"
+        )
 
 
-def _print_accuracy(routed: list[Routed], show_errors: bool) -> None:
+def _print_accuracy(prefix: str, routed: list[Routed], show_errors: bool) -> None:
+    """The set's figures; every line but the per-domain ones starts with ``prefix``."""
     in_scope = [r for r in routed if r.row.domain != OUT_OF_SCOPE]
     overall, scoped = _hits(routed), _hits(in_scope)
-    print(f"accuracy with out-of-scope = {_share(*overall)}")
-    print(f"accuracy in scope = {_share(*scoped)}")
+    print(f"{prefix}accuracy with out-of-scope = {_share(*overall)}")
+    print(f"{prefix}accuracy in scope = {_share(*scoped)}")
     for domain in (*DOMAINS, OUT_OF_SCOPE):
         mine = [r for r in routed if r.row.domain == domain]
         by_lang = ", ".join(
@@ -428,31 +500,59 @@ def _print_accuracy(routed: list[Routed], show_errors: bool) -> None:
     for lang in ("en", "ja"):
         mine = [r for r in in_scope if r.row.lang == lang]
         print(f"  language {lang} (in scope): {_share(*_hits(mine))}")
+        mine = [r for r in routed if r.row.lang == lang]
+        print(f"  language {lang} (with out-of-scope): {_share(*_hits(mine))}")
     wrong = Counter((r.expected, r.member) for r in routed if r.member != r.expected)
     top = ", ".join(f"{want}->{got} {n}" for (want, got), n in wrong.most_common(6))
     print(f"  confusions (expected->routed): {top or 'none'}")
     if show_errors:
         for r in routed:
             if r.member != r.expected:
-                print(f"    {r.expected}->{r.member} ({r.similarity:.3f}): {r.row.text}")
+                print(f"    {r.expected}->{r.member} ({r.score:.3f} {r.strategy}): {r.row.text}")
+    for strategy in ("ngrams", "ngrams+minilm"):
+        mine = [r for r in routed if r.strategy == strategy]
+        print(
+            f"  decided by {strategy}: {_share(len(mine), len(routed))} of requests, "
+            f"accurate {_share(*_hits(mine))}"
+        )
     _print_sweep(routed)
     for label, (hits, total) in (("with out-of-scope", overall), ("in scope", scoped)):
         met = total and hits / total >= GOAL_ACCURACY
-        print(f"goal >= {GOAL_ACCURACY:.0%} accuracy ({label}): {'met' if met else 'NOT met'}")
+        where = f"{prefix.strip()}, {label}" if prefix else label
+        print(f"goal >= {GOAL_ACCURACY:.0%} accuracy ({where}): {'met' if met else 'NOT met'}")
+
+
+def _print_diagnostics(
+    prefix: str, platform: Platform, routed: list[Routed], members: dict[str, list[str]]
+) -> None:
+    """The accuracy ratio to the previous router, and the router with MiniLM always on."""
+    tests = [r.row for r in routed]
+    before = _baseline(members, tests)
+    old = sum(m == r.expected for m, r in zip(before, routed, strict=True))
+    new = _hits(routed)[0]
+    print(f"{prefix}baseline (previous router, MiniLM cosine >= 0.35): {_share(old, len(tests))}")
+    ratio = new / old if old else float("inf")
+    print(f"{prefix}ratio = {ratio:.2f} (router accuracy / previous router accuracy)")
+    sure, router.SURE = router.SURE, math.inf
+    try:
+        always = _route_all(platform, tests)
+    finally:
+        router.SURE = sure
+    print(f"{prefix}diagnostic, MiniLM on every request: {_share(*_hits(always))}")
 
 
 def _print_sweep(routed: list[Routed]) -> None:
     """What other thresholds would have given (a diagnostic, not the figure)."""
     cells = []
-    for threshold in (-1.0, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6):
+    for threshold in (0.0, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8):
         again = [
-            Routed(r.row, r.best if r.similarity >= threshold else DEFAULT, r.best, r.similarity)
+            replace(r, member=r.best if not r.general and r.score >= threshold else DEFAULT)
             for r in routed
         ]
         scoped = _hits([r for r in again if r.row.domain != OUT_OF_SCOPE])
         outside = _hits([r for r in again if r.row.domain == OUT_OF_SCOPE])
         cells.append(
-            f"{threshold:g}: {100 * scoped[0] / scoped[1]:.1f}/"
+            f"{threshold:g}: {100 * scoped[0] / max(scoped[1], 1):.1f}/"
             f"{100 * outside[0] / max(outside[1], 1):.1f}"
         )
     print("  threshold sweep (diagnostic; in-scope % / out-of-scope %): " + "; ".join(cells))

@@ -19,12 +19,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from loraloop.api.app import create_app
+from loraloop.catalog import adapters, aliases
 from loraloop.config import Settings
 from loraloop.db import Database, upgrade
-from loraloop.db.tables import Deployment, Trace, TrainingCandidate, User
+from loraloop.db.tables import AdapterVersion, Deployment, Job, Trace, TrainingCandidate, User
 from loraloop.errors import InvalidRequest
 from loraloop.gateway import apps, deployments
 from loraloop.gateway.credentials import Vault
+from loraloop.storage import sha256_file
 from loraloop.testing import make_tiny_adapter, make_tiny_model
 from tests.conftest import serve
 from tests.factories import (
@@ -231,6 +233,9 @@ def test_each_request_lands_on_the_intended_member_and_the_trace_says_why(desk: 
     assert by_meaning.route is not None
     assert by_meaning.route["by"] == "meaning"
     assert by_meaning.route["similarity"] >= 0.3
+    # members with only a description: the n-grams are never sure, MiniLM decides
+    assert by_meaning.route["strategy"] == "ngrams+minilm"
+    assert by_meaning.route["cosine"] > 0
     refund = desk.ask("My parcel arrived broken, how do I get my money back?")
     assert refund.deployment_id == desk.ids["support"]
 
@@ -241,6 +246,8 @@ def test_each_request_lands_on_the_intended_member_and_the_trace_says_why(desk: 
     assert other.route is not None
     assert other.route["by"] == "default"
     assert other.route["member"] == "general"
+    assert other.route["reason"] == "general request"
+    assert other.route["best"] in ("support", "legal")
     assert other.route["inner"] == {"member": "backup", "by": "fallback"}
     assert other.status == "ok"
     assert other.completion_tokens == 6  # the app's default max_tokens (the request set none)
@@ -394,3 +401,129 @@ def test_an_app_cannot_contain_itself(
         deployments.update_app(
             session, user, outer.id, {"type": "single", "members": [{"deployment": "b"}]}
         )
+
+
+SUPPORT_QUESTIONS = [
+    "注文した商品を返品したいです。",
+    "返金はいつ頃になりますか？",
+    "荷物がまだ届きません。",
+    "サイズ違いの商品に交換できますか？",
+    "How do I return an item I bought online?",
+    "I want a refund for my order.",
+    "My package hasn't arrived yet.",
+    "Can I exchange this shirt for a different size?",
+] * 3
+LEGAL_QUESTIONS = [
+    "この契約書を確認してもらえますか？",
+    "損害賠償条項の意味を教えてください。",
+    "秘密保持契約の有効期間はどのくらいですか？",
+    "契約を途中で解除するにはどうすればいいですか？",
+    "Can you review this contract before I sign it?",
+    "What does an indemnification clause mean?",
+    "Is this non-disclosure agreement enforceable?",
+    "How do I terminate the agreement early?",
+] * 3
+CAFE_QUESTIONS = [
+    "桜ラテはいくらですか？",
+    "出町柳店は何時まで営業していますか？",
+    "抹茶ティラミスのアレルゲンを教えてください。",
+    "雲ブレンドのLサイズはありますか？",
+    "How much is the Sakura Latte?",
+    "When does the Demachiyanagi store close?",
+    "Does the Matcha Tiramisu contain allergens?",
+    "Is there a large Kumo Blend?",
+] * 3
+
+
+def _trained_version(
+    db: Database, user: User, folder: Path, adapter_id: int, number: int, questions: list[str]
+) -> AdapterVersion:
+    """Version ``number`` of the adapter, made by a finished training job on ``questions``."""
+    train_file = folder.parent / f"train-{adapter_id}-{number}.jsonl"
+    train_file.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": "…"},
+                    ]
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for q in questions
+        ),
+        encoding="utf-8",
+    )
+    with db.session() as session:
+        job = Job(
+            owner_id=user.id,
+            kind="train",
+            status="succeeded",
+            payload={"train_file": str(train_file)},
+        )
+        session.add(job)
+        session.flush()
+        version = AdapterVersion(
+            adapter_id=adapter_id,
+            version=number,
+            job_id=job.id,
+            path=str(folder),
+            sha256=sha256_file(folder / "adapter_model.safetensors"),
+            spec={},
+            metrics={},
+        )
+        session.add(version)
+        session.flush()
+        aliases.ensure_champion(session, version)
+        return version
+
+
+def test_the_semantic_router_learns_each_members_training_data_and_follows_the_champion(
+    db: Database, settings: Settings, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    user = make_user(db)
+    base = make_base_model(db, tiny["base"], name="tiny")
+    ids = {}
+    for name in ("support", "legal"):
+        with db.session() as session:
+            ids[name] = adapters.create(session, user, name=name, base_model_id=base.id).id
+    _trained_version(db, user, tiny["support"], ids["support"], 1, SUPPORT_QUESTIONS)
+    _trained_version(db, user, tiny["legal"], ids["legal"], 1, LEGAL_QUESTIONS)
+    for name in ("support", "legal"):
+        make_deployment(db, user, settings, name=name, adapter_id=ids[name], alias="champion")
+    make_deployment(db, user, settings, name="general", base_model_id=base.id)
+    members = [{"deployment": d} for d in ("support", "legal", "general")]
+    spec = {"type": "router", "members": members, "semantic": {}, "default": "general"}
+    make_deployment(db, user, settings, name="desk", app=spec)
+
+    def route(text: str) -> dict[str, Any]:
+        with db.session() as session:
+            owner = session.get(User, user.id)
+            row = session.scalar(select(Deployment).where(Deployment.name == "desk"))
+            assert owner is not None
+            assert row is not None
+            vault = Vault(settings.secret())
+            steps = apps.plan(session, settings, vault, owner, row, apps.Request(text, {}))
+            assert steps[0].route is not None
+            return steps[0].route
+
+    japanese = route("注文した商品を返品して、返金してほしいです。")
+    assert (japanese["member"], japanese["by"], japanese["strategy"]) == (
+        "support",
+        "meaning",
+        "ngrams",
+    )
+    assert japanese["threshold"] == 0.35  # the spec's default
+    assert route("契約書の解除条項を確認してください。")["member"] == "legal"
+    poem = route("Write a haiku about the autumn moon.")
+    assert (poem["member"], poem["by"], poem["reason"]) == ("general", "default", "general request")
+
+    # the support adapter's new champion was trained on café questions: the router refits
+    assert route("桜ラテと抹茶ティラミスはいくらですか？")["member"] != "support"
+    version = _trained_version(db, user, tiny["support"], ids["support"], 2, CAFE_QUESTIONS)
+    with db.session() as session:
+        aliases.move(session, ids["support"], "champion", version.id, cause="manual")
+    cafe = route("桜ラテと抹茶ティラミスはいくらですか？")
+    assert (cafe["member"], cafe["by"]) == ("support", "meaning")

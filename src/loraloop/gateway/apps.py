@@ -14,9 +14,12 @@ apps compose: a router whose default member is a fallback chain, for example.
 
 plus, for any type, ``system_prompt`` and ``defaults`` (``temperature``, ``top_p``,
 ``max_tokens``: used when the request does not set them). A router tries its rules in order,
-then meaning (MiniLM similarity of the request to each member's description and training
-inputs, above ``threshold``), then ``default``. A fallback chain tries its members in order
-when one fails, times out before its first token, or answers nothing.
+then meaning, then ``default``. Meaning is a classifier fitted once per app on each member's
+description and training inputs plus a built-in class of general requests
+(:mod:`loraloop.ml.router`: character n-grams, and MiniLM only when the n-grams are unsure);
+the most likely member answers when it is not the general class and its probability is at
+least ``threshold``. A fallback chain tries its members in order when one fails, times out
+before its first token, or answers nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,10 +36,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
-from loraloop.db.tables import AdapterVersion, Deployment, Job, User
+from loraloop.db.tables import AdapterAlias, AdapterVersion, Deployment, Job, User
 from loraloop.errors import Conflict, InvalidRequest
 from loraloop.gateway.credentials import Vault
 from loraloop.gateway.deployments import Step, Target
+from loraloop.ml.router import Decision, Router
 
 __all__ = ["TYPES", "Request", "members", "plan", "validate"]
 
@@ -44,7 +49,9 @@ MAX_DEPTH = 4
 MAX_MEMBERS = 16
 _DEFAULTS = {"temperature": (0.0, 2.0), "top_p": (0.000001, 1.0), "max_tokens": (1, 32768)}
 _PROTOTYPES = 64
-"""Training inputs per member that stand for it in the semantic router."""
+"""Training inputs per member that the semantic router learns from."""
+_ROUTERS = 32
+"""Fitted routers kept in memory (least recently used dropped first)."""
 
 
 # --- the spec ---------------------------------------------------------------------------
@@ -137,7 +144,7 @@ def _router(spec: dict[str, Any], names: set[str], problems: list[str]) -> dict[
     if semantic is not None:
         threshold = semantic.get("threshold", 0.35) if isinstance(semantic, dict) else None
         if not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
-            problems.append("semantic.threshold must be a cosine similarity between -1 and 1")
+            problems.append("semantic.threshold must be a number between -1 and 1")
         else:
             out["semantic"] = {"threshold": float(threshold)}
     default = spec.get("default")
@@ -272,18 +279,24 @@ def _route(
             return rule["member"], {"by": "rule", "rule": number, "matched": hit}
     semantic = spec.get("semantic")
     if semantic is not None:
-        scores = _similarities(session, owner, spec, request.text)
-        if scores:
-            best = max(scores, key=lambda name: scores[name])
-            if scores[best] >= semantic["threshold"]:
-                return best, {
-                    "by": "meaning",
-                    "similarity": round(scores[best], 4),
-                    "threshold": semantic["threshold"],
-                }
-            fallback = {"by": "default", "best": best, "similarity": round(scores[best], 4)}
-            return spec["default"], fallback
+        decision = _meaning(session, owner, spec, request.text)
+        if decision is not None:
+            return _meaning_route(decision, semantic["threshold"], spec["default"])
     return spec["default"], {"by": "default"}
+
+
+def _meaning_route(
+    decision: Decision, threshold: float, default: str
+) -> tuple[str, dict[str, Any]]:
+    """The member and the trace's route for the semantic router's ``decision``: the score
+    compared with ``threshold`` is ``similarity``, ``strategy`` says which model decided."""
+    route: dict[str, Any] = {"similarity": round(decision.score, 4), "strategy": decision.strategy}
+    if decision.cosine is not None:
+        route["cosine"] = decision.cosine
+    if decision.member is not None and decision.score >= threshold:
+        return decision.member, {"by": "meaning", **route, "threshold": threshold}
+    reason = "general request" if decision.member is None else "below threshold"
+    return default, {"by": "default", "best": decision.best, **route, "reason": reason}
 
 
 def _normal(text: str) -> str:
@@ -304,52 +317,71 @@ def _matches(rule: dict[str, Any], text: str, request: Request) -> str | None:
 
 # --- meaning ------------------------------------------------------------------------------
 
-_cache: dict[tuple[Any, ...], Any] = {}
-_cache_lock = threading.Lock()
+_routers: OrderedDict[tuple[Any, ...], Router | None] = OrderedDict()
+_routers_lock = threading.Lock()
 
 
-def _similarities(
-    session: Session, owner: User, spec: dict[str, Any], text: str
-) -> dict[str, float]:
-    """Per member, the best cosine similarity of ``text`` to one of its prototypes."""
+def _meaning(session: Session, owner: User, spec: dict[str, Any], text: str) -> Decision | None:
+    """The semantic router's decision for ``text``; None when no member has a description
+    or training inputs."""
     from loraloop.ml.embeddings import load_minilm
 
-    model = load_minilm()
-    query = model.embed([text])[0]
-    scores: dict[str, float] = {}
-    for member in spec["members"]:
-        matrix = _prototypes(session, owner, member, model)
-        if matrix is not None and len(matrix):
-            scores[member["name"]] = float((matrix @ query).max())
-    return scores
+    router = _fitted_router(session, owner, spec)
+    return router.route(text, load_minilm().embed) if router is not None else None
 
 
-def _prototypes(session: Session, owner: User, member: dict[str, Any], model: Any) -> Any:
-    """Embeddings of the member's description and of some of its training inputs (cached per
-    description and serving version, so moving the champion refreshes them)."""
-    row = _deployment(session, owner, member["deployment"])
-    version_id = _serving_version(session, row) if row is not None else None
-    key = (member["deployment"], member.get("description", ""), version_id)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-    texts = [member["description"]] if member.get("description") else []
-    texts += _training_inputs(session, version_id)
-    matrix = model.embed(texts) if texts else None
-    with _cache_lock:
-        _cache[key] = matrix
-    return matrix
+def _fitted_router(session: Session, owner: User, spec: dict[str, Any]) -> Router | None:
+    """The app's fitted router, cached per members' descriptions and serving versions (so
+    moving a member's champion refits it on the next request)."""
+    versions = _serving_versions(session, owner, spec["members"])
+    key = tuple(
+        (m["name"], m["deployment"], m.get("description", ""), versions[m["name"]])
+        for m in spec["members"]
+    )
+    with _routers_lock:
+        if key in _routers:
+            _routers.move_to_end(key)
+            return _routers[key]
+    classes = {
+        m["name"]: ([m["description"]] if m.get("description") else [])
+        + _training_inputs(session, versions[m["name"]])
+        for m in spec["members"]
+    }
+    router = Router.fit(classes) if any(classes.values()) else None
+    with _routers_lock:
+        _routers[key] = router
+        while len(_routers) > _ROUTERS:
+            _routers.popitem(last=False)
+    return router
 
 
-def _serving_version(session: Session, row: Deployment) -> int | None:
-    from loraloop.catalog import aliases
-
-    if row.adapter_id is None:
-        return None
-    if row.alias:
-        found = aliases.current(session, row.adapter_id, row.alias)
-        return found.id if found else None
-    return row.adapter_version_id
+def _serving_versions(
+    session: Session, owner: User, members: list[dict[str, Any]]
+) -> dict[str, int | None]:
+    """Per member name, the adapter version its deployment serves now (one query for all)."""
+    query = (
+        select(
+            Deployment.name,
+            Deployment.alias,
+            Deployment.adapter_version_id,
+            AdapterAlias.version_id,
+        )
+        .outerjoin(
+            AdapterAlias,
+            (AdapterAlias.adapter_id == Deployment.adapter_id)
+            & (AdapterAlias.alias == Deployment.alias),
+        )
+        .where(
+            Deployment.owner_id == owner.id,
+            Deployment.name.in_({m["deployment"] for m in members}),
+            Deployment.adapter_id.is_not(None),
+        )
+    )
+    serving = {
+        name: aliased if alias else pinned
+        for name, alias, pinned, aliased in session.execute(query)
+    }
+    return {m["name"]: serving.get(m["deployment"]) for m in members}
 
 
 def _training_inputs(session: Session, version_id: int | None) -> list[str]:

@@ -1,0 +1,292 @@
+"""Which member a request belongs to: the classifier behind an app's semantic router.
+
+    members' texts ─┐                       character n-grams ──▶ TF-IDF ──▶ softmax regression
+    general texts ──┴──▶ Router.fit ──▶     (+ MiniLM prototypes, embedded on first need)
+
+    request ──n-grams──▶ p(class)  ── top p ≥ SURE? ──yes──▶ Decision(strategy="ngrams")
+                                                    └─no──▶ MiniLM embedding of the request
+        log p(class) + β·(best cosine to the class's prototypes) ──softmax──▶ Decision
+                                                              (strategy="ngrams+minilm")
+
+The classes are the members plus one *general* class, fitted on :data:`GENERAL_REQUESTS`
+(requests no domain member should take), so "write me a poem" has somewhere to go: it is how
+the router tells an out-of-scope request from an in-scope one without a negative example from
+the app's owner. Character n-grams need no tokenizer, so they work for Japanese (kanji runs,
+single kanji and kanji pairs, katakana words) as for English (words and 3-5 letter pieces);
+MiniLM (English-trained) is weighted by the share of Latin letters in the request (``β`` from
+:data:`BETA_JA` to :data:`BETA_EN`). Fitting is a few hundred milliseconds; a cheap decision
+is well under one. Pure numpy: nothing here knows about apps or databases.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from loraloop.ml.general_requests import GENERAL_REQUESTS
+
+__all__ = [
+    "BETA_EN",
+    "BETA_JA",
+    "SURE",
+    "TRUSTED",
+    "Decision",
+    "Router",
+    "latin_share",
+    "ngrams",
+]
+
+SURE = 0.65
+"""The n-gram model's top probability from which it decides alone (MiniLM is not run)."""
+BETA_EN, BETA_JA = 20.0, 5.0
+"""Weight of MiniLM's cosine against the n-gram log-probability, for an all-Latin request and
+for one with no Latin letters (linear in between)."""
+TRUSTED = 20
+"""Texts per member from which the n-gram model's evidence counts in full; below, its logits
+are scaled by (fewest texts of a member) / TRUSTED, so an app whose members have only a
+description leaves the decision to MiniLM."""
+_L2, _STEPS, _RATE = 3e-5, 300, 0.05
+"""Softmax regression: L2 penalty, Adam steps (full batch) and step size."""
+
+_STOPWORD_TEXT = (
+    "a an the i my me you your is are am be to of for in on at and or it this that do does did "
+    "can could would should how what when where why who which with from have has was were will "
+    "not no please there if so we our us"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+"""English words that say nothing about a domain (their letter pieces still count)."""
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+"""Texts to unit rows (``MiniLM.embed``)."""
+
+
+# --- features ---------------------------------------------------------------------------
+
+
+def _script(char: str) -> str | None:
+    code = ord(char)
+    if 0x3040 <= code <= 0x309F:
+        return "hiragana"
+    if 0x30A0 <= code <= 0x30FF:
+        return "katakana"
+    if 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or char in "々〆":
+        return "kanji"
+    return "latin" if char.isalnum() else None
+
+
+def _runs(text: str) -> list[tuple[str, str]]:
+    """(script, run) for each maximal run of one script in the NFKC, case-folded text."""
+    out: list[tuple[str, str]] = []
+    current, script = "", None
+    for char in unicodedata.normalize("NFKC", text).casefold():
+        kind = _script(char)
+        if kind != script:
+            if current and script:
+                out.append((script, current))
+            current, script = "", kind
+        current += char
+    if current and script:
+        out.append((script, current))
+    return out
+
+
+def ngrams(text: str) -> list[str]:
+    """The features of ``text``: English words and their 3-5 letter pieces, kanji runs with
+    their single kanji and pairs, katakana words and their 3-grams. Hiragana is left out (in
+    short requests it is mostly grammar, shared by every domain)."""
+    out: list[str] = []
+    for script, run in _runs(text):
+        if script == "latin":
+            if run not in _STOPWORDS:
+                out.append("w:" + run)
+            if not run.isdigit():
+                padded = f"<{run}>"
+                for n in (3, 4, 5):
+                    out += ["l:" + padded[i : i + n] for i in range(len(padded) - n + 1)]
+        elif script == "kanji":
+            out.append("k:" + run)
+            out += ["k1:" + char for char in run]
+            out += ["k2:" + run[i : i + 2] for i in range(len(run) - 1)]
+        elif script == "katakana":
+            out.append("t:" + run)
+            out += ["t3:" + run[i : i + 3] for i in range(len(run) - 2)]
+    return out
+
+
+def latin_share(text: str) -> float:
+    """The share of the request's letters that are Latin (0 for Japanese, 1 for English)."""
+    runs = _runs(text)
+    letters = sum(len(run) for _, run in runs)
+    return sum(len(run) for script, run in runs if script == "latin") / letters if letters else 0.0
+
+
+@dataclass(frozen=True)
+class _Vectorizer:
+    """TF-IDF over :func:`ngrams` (sublinear counts, smoothed idf, unit rows)."""
+
+    vocabulary: dict[str, int]
+    idf: np.ndarray
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> _Vectorizer:
+        frequency: Counter[str] = Counter()
+        for text in texts:
+            frequency.update(set(ngrams(text)))
+        names = sorted(frequency)
+        idf = [math.log((1 + len(texts)) / (1 + frequency[name])) + 1 for name in names]
+        return cls({name: i for i, name in enumerate(names)}, np.array(idf, dtype=np.float64))
+
+    def sparse(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(column indices, values) of the text's unit TF-IDF row; unseen n-grams dropped."""
+        counts = Counter(g for g in ngrams(text) if g in self.vocabulary)
+        columns = np.fromiter((self.vocabulary[g] for g in counts), dtype=np.int64)
+        values = np.fromiter((1 + math.log(n) for n in counts.values()), dtype=np.float64)
+        values *= self.idf[columns]
+        norm = float(np.linalg.norm(values))
+        return columns, values / norm if norm else values
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where the router sends a request: ``member``, or None for the general class. ``best``
+    is the most likely member either way, ``score`` its probability (0-1)."""
+
+    member: str | None
+    best: str
+    score: float
+    strategy: str
+    """``"ngrams"`` (the cheap model was sure) or ``"ngrams+minilm"``."""
+    cosine: float | None = None
+    """MiniLM cosine of the request to ``best``'s closest text, when MiniLM ran."""
+
+
+@dataclass
+class Router:
+    """A fitted classifier over members and, when fitted with general texts, the general
+    class (the last column of :meth:`probabilities`); :meth:`route` is thread-safe."""
+
+    members: list[str]
+    texts: list[list[str]]
+    """Per class (the members, then the general class when there is one), its texts."""
+    vectorizer: _Vectorizer
+    weights: np.ndarray
+    bias: np.ndarray
+    trust: float = 1.0
+    """The scale of the n-gram logits (see :data:`TRUSTED`)."""
+    _prototypes: list[np.ndarray] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def fit(
+        cls, classes: Mapping[str, Sequence[str]], *, general: Sequence[str] = GENERAL_REQUESTS
+    ) -> Router:
+        """Fit on ``{member: texts}`` (members without texts are left out) plus ``general``.
+        Every class weighs the same in the loss, whatever its number of texts."""
+        members = [name for name, group in classes.items() if group]
+        if not members:
+            raise ValueError("a router needs at least one member with a text")
+        texts = [list(classes[name]) for name in members]
+        if general:
+            texts.append(list(general))
+        flat = [text for group in texts for text in group]
+        targets = np.concatenate([np.full(len(g), k) for k, g in enumerate(texts)])
+        vectorizer = _Vectorizer.fit(flat)
+        rows = [vectorizer.sparse(text) for text in flat]
+        sample = np.array([1.0 / len(texts[k]) for k in targets]) / len(texts)
+        weights, bias = _softmax_regression(rows, targets, len(texts), len(vectorizer.idf), sample)
+        trust = min(1.0, min(len(texts[k]) for k in range(len(members))) / TRUSTED)
+        return cls(members, texts, vectorizer, weights, bias, trust)
+
+    def probabilities(self, text: str) -> np.ndarray:
+        """The n-gram model's probability of each member, then of the general class."""
+        columns, values = self.vectorizer.sparse(text)
+        return _softmax(self.trust * (values @ self.weights[columns] + self.bias))
+
+    def route(self, text: str, embed: Embed | None) -> Decision:
+        """The n-gram model's decision when it is sure (or ``embed`` is None), else the
+        decision of the n-grams and MiniLM together. A request with no n-gram the router
+        knows is never sure: its probabilities would be the classes' priors."""
+        columns, values = self.vectorizer.sparse(text)
+        cheap = _softmax(self.trust * (values @ self.weights[columns] + self.bias))
+        if embed is None or (len(columns) and float(cheap.max()) >= SURE):
+            return self._decision(cheap, "ngrams", None)
+        cosines = self._cosines(text, embed)
+        beta = BETA_JA + (BETA_EN - BETA_JA) * latin_share(text)
+        fused = _softmax(np.log(np.maximum(cheap, 1e-12)) + beta * cosines)
+        return self._decision(fused, "ngrams+minilm", cosines)
+
+    def _decision(self, p: np.ndarray, strategy: str, cosines: np.ndarray | None) -> Decision:
+        top, best = int(p.argmax()), int(p[: len(self.members)].argmax())
+        member = self.members[top] if top < len(self.members) else None
+        cosine = round(float(cosines[best]), 4) if cosines is not None else None
+        return Decision(member, self.members[best], float(p[best]), strategy, cosine)
+
+    def _cosines(self, text: str, embed: Embed) -> np.ndarray:
+        """Per class, the best MiniLM cosine of the request to one of its texts."""
+        with self._lock:
+            if self._prototypes is None:
+                matrix = embed([t for group in self.texts for t in group])
+                bounds = np.cumsum([0] + [len(g) for g in self.texts])
+                self._prototypes = [matrix[a:b] for a, b in itertools.pairwise(bounds)]
+            prototypes = self._prototypes
+        query = embed([text])[0]
+        return np.array([float((matrix @ query).max()) for matrix in prototypes])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    out: np.ndarray = e / e.sum()
+    return out
+
+
+def _softmax_regression(
+    rows: list[tuple[np.ndarray, np.ndarray]],
+    targets: np.ndarray,
+    k: int,
+    d: int,
+    sample: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(d, k)`` and bias ``(k,)`` minimising the sample-weighted cross-entropy plus
+    ``_L2/2·|W|²``, by full-batch Adam from zeros (deterministic). Rows with no feature only
+    move the bias."""
+    sizes = np.array([len(c) for c, _ in rows])
+    row_of = np.repeat(np.arange(len(rows)), sizes)
+    column = np.concatenate([c for c, _ in rows]).astype(np.int64)
+    value = np.concatenate([v for _, v in rows])
+    filled = np.flatnonzero(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[filled]
+    by_column = np.argsort(column, kind="stable")
+    columns, column_starts = np.unique(column[by_column], return_index=True)
+    onehot = np.eye(k)[targets]
+    weights, bias = np.zeros((d, k)), np.zeros(k)
+    moments = [np.zeros((d, k)), np.zeros((d, k)), np.zeros(k), np.zeros(k)]
+    for step in range(1, _STEPS + 1):
+        logits = np.tile(bias, (len(rows), 1))
+        if len(value):
+            logits[filled] += np.add.reduceat(value[:, None] * weights[column], starts, axis=0)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        error = (p - onehot) * sample[:, None]
+        grad_w = _L2 * weights
+        if len(value):
+            pieces = (value[:, None] * error[row_of])[by_column]
+            grad_w[columns] += np.add.reduceat(pieces, column_starts, axis=0)
+        grad_b = error.sum(axis=0)
+        for param, grad, m, v in ((weights, grad_w, *moments[:2]), (bias, grad_b, *moments[2:])):
+            m *= 0.9
+            m += 0.1 * grad
+            v *= 0.999
+            v += 0.001 * grad**2
+            param -= _RATE * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    return weights, bias
