@@ -7,36 +7,19 @@ as soon as a heartbeat is refused (the job was cancelled or its lease was taken 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import queue
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from loraloop.db.engine import Database
 from loraloop.db.tables import Job
 from loraloop.errors import Conflict, LoraloopError, NotFound
 from loraloop.jobs import queue as jobs
+from loraloop.jobs import supervisor
 
 __all__ = ["LocalWorker"]
 
 log = logging.getLogger(__name__)
-_STDERR_TAIL = 2000
-
-
-@dataclass
-class _Outcome:
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    stopped: bool = False
 
 
 class LocalWorker:
@@ -94,108 +77,29 @@ class LocalWorker:
                 jobs.start(session, job.id, token)
         except (Conflict, NotFound):
             return  # cancelled between claim and start
-        with tempfile.TemporaryFile("w+") as stderr:
-            outcome, code = self._supervise(job, token, stderr)
-            stderr.seek(0)
-            tail = stderr.read()[-_STDERR_TAIL:]
-        self._finish(job, token, outcome, code, tail)
-
-    def _supervise(self, job: Job, token: str, stderr: IO[str]) -> tuple[_Outcome, int]:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "loraloop.jobs.child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # its own process group: a kill reaches its children too
+        outcome = supervisor.run_child(
+            job.kind,
+            job.payload,
+            _DbLease(self.db, job.id, token, self.lease_seconds),
+            beat_every=self.lease_seconds / 3,
+            stopping=self._stop.is_set,
         )
-        assert child.stdin is not None
-        assert child.stdout is not None
-        try:
-            child.stdin.write(json.dumps({"kind": job.kind, "payload": job.payload}))
-            child.stdin.close()
-        except BrokenPipeError:
-            pass  # the child died before reading its job; its exit code tells the story
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(child.stdout, lines), daemon=True)
-        reader.start()
-        outcome = _Outcome()
-        try:
-            self._follow(job, token, child, lines, outcome)
-        except BaseException:
-            _kill(child)  # whatever went wrong here (the database too), no child outlives it
-            raise
-        finally:
-            code = child.wait()
-            reader.join(timeout=5)
-            child.stdout.close()
-        return outcome, code
+        self._finish(job, token, outcome)
 
-    def _follow(
-        self,
-        job: Job,
-        token: str,
-        child: subprocess.Popen[str],
-        lines: queue.Queue[str | None],
-        outcome: _Outcome,
-    ) -> None:
-        """Forward the child's messages and heartbeat until it exits or must be stopped."""
-        beat_every = self.lease_seconds / 3
-        last_beat = time.monotonic()
-        while True:
-            try:
-                line = lines.get(timeout=min(beat_every, 1.0))
-            except queue.Empty:
-                line = ""
-            if line is None:
-                return
-            try:
-                message = _parse(line) if line else None
-                if message is not None:
-                    self._handle(job, token, message, outcome)
-                    last_beat = time.monotonic()
-                if self._stop.is_set():
-                    raise Conflict("the worker is shutting down")
-                if message is None and time.monotonic() - last_beat >= beat_every:
-                    with self.db.session() as session:
-                        jobs.heartbeat(session, job.id, token, lease_seconds=self.lease_seconds)
-                    last_beat = time.monotonic()
-            except (Conflict, NotFound):
-                outcome.stopped = True
-                _kill(child)
-                return
-
-    def _handle(self, job: Job, token: str, message: dict[str, Any], outcome: _Outcome) -> None:
-        kind = message.get("type")
-        if kind == "event":
-            with self.db.session() as session:
-                jobs.add_event(
-                    session, job.id, token, message["data"], lease_seconds=self.lease_seconds
-                )
-        elif kind == "result":
-            outcome.result = message["data"]
-        elif kind == "error":
-            outcome.error = str(message["message"])
-
-    def _finish(self, job: Job, token: str, outcome: _Outcome, code: int, tail: str) -> None:
+    def _finish(self, job: Job, token: str, outcome: supervisor.Outcome) -> None:
         try:
             with self.db.session() as session:
+                failure = outcome.failure()
                 if outcome.stopped and self._stop.is_set():
                     jobs.fail(session, job.id, token, "the worker shut down", retryable=True)
                 elif outcome.stopped:
                     return  # cancelled, or another attempt owns the job now
-                elif outcome.result is not None and code == 0:
+                elif failure is None:
+                    assert outcome.result is not None
                     jobs.complete(session, job.id, token, outcome.result)
-                elif outcome.error is not None:
-                    jobs.fail(session, job.id, token, outcome.error + _tail(tail))
                 else:
-                    jobs.fail(
-                        session,
-                        job.id,
-                        token,
-                        f"the job's process exited with code {code} without a result" + _tail(tail),
-                        retryable=True,
-                    )
+                    message, retryable = failure
+                    jobs.fail(session, job.id, token, message, retryable=retryable)
         except (Conflict, NotFound) as exc:
             log.info("job %s finished after losing its lease: %s", job.id, exc.message)
         except LoraloopError as exc:  # the result could not be recorded (success hook refused)
@@ -203,29 +107,24 @@ class LocalWorker:
                 jobs.fail(session, job.id, token, f"could not record the result: {exc.message}")
 
 
-def _kill(child: subprocess.Popen[str]) -> None:
-    """Kill the job's whole process group (data loaders and the like included)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)
+class _DbLease:
+    """The lease of a job held by the local worker, through the database."""
 
+    def __init__(self, db: Database, job_id: int, token: str, lease_seconds: int) -> None:
+        self.db, self.job_id, self.token, self.lease_seconds = db, job_id, token, lease_seconds
 
-def _tail(text: str) -> str:
-    return f"\n--- last output ---\n{text.strip()}" if text.strip() else ""
+    def heartbeat(self) -> None:
+        try:
+            with self.db.session() as session:
+                jobs.heartbeat(session, self.job_id, self.token, lease_seconds=self.lease_seconds)
+        except (Conflict, NotFound) as exc:
+            raise supervisor.Stop(exc.message) from exc
 
-
-def _parse(line: str) -> dict[str, Any] | None:
-    """One protocol message, or None for a line that is not one (stray output is ignored)."""
-    try:
-        message = json.loads(line)
-    except ValueError:
-        message = None
-    if not isinstance(message, dict):
-        log.warning("ignoring a line that is not a protocol message: %.200s", line)
-        return None
-    return message
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line.strip() or "")
-    lines.put(None)
+    def event(self, data: dict[str, Any]) -> None:
+        try:
+            with self.db.session() as session:
+                jobs.add_event(
+                    session, self.job_id, self.token, data, lease_seconds=self.lease_seconds
+                )
+        except (Conflict, NotFound) as exc:
+            raise supervisor.Stop(exc.message) from exc
