@@ -51,6 +51,7 @@ __all__ = [
     "invite",
     "list_for_adapter",
     "list_mine",
+    "membership",
     "place",
     "submit",
     "user_text",
@@ -89,7 +90,11 @@ def invite(session: Session, owner: User, adapter_id: int, email: str) -> Commun
     adapter = adapters.get_own(session, owner, adapter_id)
     guest = session.scalar(select(User).where(User.email == email.strip().lower()))
     if guest is None or not guest.is_active:
-        raise NotFound(f"no active account with the email {email}", param="email")
+        raise InvalidRequest(
+            f"no active account has the email {email}; they sign up first",
+            code="no_such_account",
+            param="email",
+        )
     if guest.id == adapter.owner_id:
         raise InvalidRequest("you own this adapter already", param="email")
     row = _member(session, adapter.id, guest.id)
@@ -99,6 +104,12 @@ def invite(session: Session, owner: User, adapter_id: int, email: str) -> Commun
     row.invited_by = owner.id
     session.flush()
     return row
+
+
+def membership(session: Session, user: User, adapter_id: int) -> CommunityMember | None:
+    """The user's place in the adapter's community (invited, reviewer), if any."""
+    adapter = adapter_for(session, user, adapter_id)
+    return _member(session, adapter.id, user.id)
 
 
 def enrol(session: Session, user: User, adapter_id: int, *, reviewer: bool) -> CommunityMember:

@@ -55,9 +55,18 @@ __all__ = [
     "reveal",
     "staff",
     "verdicts",
+    "verdicts_for",
 ]
 
 VERDICTS = ("accept", "reject", "fix")
+
+
+def verdicts_for(kind: str) -> tuple[str, ...]:
+    """The verdicts an item of ``kind`` takes: an eval case is accepted or rejected, not fixed
+    (offer only these before committing: a sealed vote cannot be changed)."""
+    return ("accept", "reject") if kind == "eval_case" else VERDICTS
+
+
 _OPEN = ("assigned", "committed", "revealed")
 _system_rng = random.SystemRandom()
 
@@ -284,7 +293,7 @@ def reveal(
 def _check_edit(row: Contribution, edited: list[dict[str, str]]) -> list[dict[str, str]]:
     from loraloop.contributions.items import _parse
 
-    if row.kind == "eval_case":
+    if "fix" not in verdicts_for(row.kind):
         raise InvalidRequest("an eval case is accepted or rejected, not fixed", param="verdict")
     messages, _, _ = _parse("example", {"messages": edited})
     return messages

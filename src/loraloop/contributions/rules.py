@@ -32,8 +32,11 @@ __all__ = [
     "BASE_POINTS",
     "DRIFT_BONUS",
     "EVIDENCE_WEIGHT",
+    "FIX_WEIGHT",
     "HALF_LIFE_DAYS",
     "IMPACT_POINTS_PER_GAIN",
+    "NOVELTY_MAX",
+    "NOVELTY_MIN",
     "PROBATION_REVIEWS",
     "PROBATION_WEIGHT",
     "REVIEW_POINTS",
@@ -50,6 +53,9 @@ __all__ = [
 BASE_POINTS = {"example": 10.0, "eval_case": 8.0, "correction": 6.0}
 DRIFT_BONUS = 1.5
 REVIEW_POINTS = 1.0
+FIX_WEIGHT = 0.5
+"""A fix counts this much of an accept in an item's quality."""
+NOVELTY_MIN, NOVELTY_MAX = 0.5, 1.5
 IMPACT_POINTS_PER_GAIN = 1000.0
 """A promotion with a pooled gain of +0.10 shares 100 points."""
 HALF_LIFE_DAYS = 90.0
@@ -78,11 +84,11 @@ def vote_weight(reputation_value: float, scored_reviews: int) -> float:
 
 def quality(accept: float, fix: float, reject: float) -> float:
     total = accept + fix + reject
-    return 1.0 if total <= 0 else (accept + 0.5 * fix) / total
+    return 1.0 if total <= 0 else (accept + FIX_WEIGHT * fix) / total
 
 
 def novelty_factor(novelty: float) -> float:
-    return min(1.5, max(0.5, 0.5 + 2.0 * novelty))
+    return min(NOVELTY_MAX, max(NOVELTY_MIN, NOVELTY_MIN + 2.0 * novelty))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from loraloop.web import (
     i18n,
     pages_apps,
     pages_catalog,
+    pages_community,
     pages_data,
     pages_maintenance,
     pages_playground,
@@ -45,6 +46,14 @@ def install(app: FastAPI) -> None:
     """Register pages, static files and the HTML error renderer on ``app``."""
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
     app.include_router(router)
-    for area in (pages_data, pages_playground, pages_catalog, pages_maintenance, pages_apps):
+    areas = (
+        pages_data,
+        pages_playground,
+        pages_catalog,
+        pages_maintenance,
+        pages_apps,
+        pages_community,
+    )
+    for area in areas:
         app.include_router(area.router)
     app.state.render_error = render_error
