@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -129,6 +130,51 @@ def up(host: Host = None, port: Port = None) -> None:
 def serve(host: Host = None, port: Port = None) -> None:
     """Start the web UI and API without a local worker (run workers separately)."""
     _run(settings_or_exit(host=host, port=port), local_worker=False)
+
+
+@app.command()
+def worker(
+    server: Annotated[str, typer.Option(help="The loraloop server, e.g. https://loraloop.example")],
+    token: Annotated[
+        str | None,
+        typer.Option(help="A provider key (or set LORALOOP_PROVIDER_TOKEN).", show_default=False),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="This node's name (default: hostname).")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where inputs, runs and the base model are kept [./loraloop-worker]."),
+    ] = None,
+    once: Annotated[bool, typer.Option(help="Run one job, then exit.")] = False,
+) -> None:
+    """Lend this machine to a loraloop server: pull jobs over HTTP, run them, upload results."""
+    import logging
+    import os
+    import signal
+    import socket
+
+    from loraloop.worker.agent import Agent
+
+    secret = token or os.environ.get("LORALOOP_PROVIDER_TOKEN")
+    if not secret:
+        typer.secho("error: give --token or set LORALOOP_PROVIDER_TOKEN", fg="red", err=True)
+        raise typer.Exit(code=1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    agent = Agent(
+        server,
+        secret,
+        name=name or socket.gethostname(),
+        workdir=(workdir or Path("loraloop-worker")).resolve(),
+        once=once,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    typer.echo(f"loraloop worker {__version__}: serving {server} from {agent.workdir}")
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        agent.stop.set()
+    except Exception as exc:  # say what went wrong in one line, not a traceback
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(code=1) from exc
 
 
 @db_app.command("upgrade")

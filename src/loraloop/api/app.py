@@ -25,6 +25,7 @@ from loraloop.api.routes import (
     maintenance,
     openai,
     playground,
+    providers,
 )
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
@@ -96,6 +97,7 @@ def create_app(
         deployments,
         maintenance,
         playground,
+        providers,
     )
     for module in (openai, feedback, *routers, worker_routes):
         app.include_router(module.router)
@@ -103,6 +105,8 @@ def create_app(
 
     pages.install(app)
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, exempt_prefixes=("/api/datasets",)
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        exempt_prefixes=("/api/datasets", "/api/worker/uploads"),
     )
     return app

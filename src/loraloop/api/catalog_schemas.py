@@ -122,6 +122,11 @@ class TrainRequest(Strict):
     preset: Literal["quick", "balanced", "thorough"] = "balanced"
     options: TrainOptions = Field(default_factory=TrainOptions)
     parent_version: int | None = Field(default=None, ge=1)
+    community_compute: bool = Field(
+        default=False,
+        description="Let compute providers' nodes train it: they receive the training split "
+        "(never the validation split, which checks their work).",
+    )
 
 
 class SuggestionPublic(Public):

@@ -53,6 +53,8 @@ __all__ = [
     "JobEvent",
     "LoginFailure",
     "PointsEntry",
+    "ProviderNode",
+    "ProviderWork",
     "ReputationEvent",
     "RetrainPolicy",
     "RetrainRun",
@@ -184,6 +186,8 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_token: Mapped[str | None] = mapped_column(String(64))
     worker_id: Mapped[str | None] = mapped_column(String(80))
+    node_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The provider node holding (or last holding) the lease, when one does."""
     lease_expires_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -828,3 +832,51 @@ class PointsEntry(Base):
     breakdown: Mapped[dict[str, Any]]
     epoch_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# providers ------------------------------------------------------------------------------
+
+
+class ProviderNode(Base):
+    """A machine someone lends: registered with a provider key, reporting what it can run."""
+
+    __tablename__ = "provider_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(80))
+    capabilities: Mapped[dict[str, Any]]
+    """CPU cores, memory, GPUs, torch and CUDA versions, loraloop version, as reported."""
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Registered with an admin's ``worker`` key: its work is taken without verification."""
+    verified_ok: Mapped[int] = mapped_column(Integer, default=0)
+    verified_bad: Mapped[int] = mapped_column(Integer, default=0)
+    lost: Mapped[int] = mapped_column(Integer, default=0)
+    """Jobs whose lease ran out on this node."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderWork(Base):
+    """One attempt of one job on one node: what it claims, what it uploaded, the verdict."""
+
+    __tablename__ = "provider_work"
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey("provider_nodes.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12), default="running")
+    """``running`` → ``verifying`` → ``accepted`` | ``rejected``; or ``lost``, ``failed``."""
+    uploads: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """File name → sha256 of what the node uploaded."""
+    claimed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The result the node reported."""
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    verify_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

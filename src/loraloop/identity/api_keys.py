@@ -37,7 +37,7 @@ __all__ = [
 PREFIX = "ll"
 DEFAULT_SCOPES = ("inference:*",)
 _PUBLIC_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-_SCOPE = re.compile(r"^(manage|worker|inference:\*|inference:[a-z0-9][a-z0-9._-]{0,63})$")
+_SCOPE = re.compile(r"^(manage|worker|provider|inference:\*|inference:[a-z0-9][a-z0-9._-]{0,63})$")
 _WINDOW = 60
 
 # Built once: authentication runs on every API request, so neither statement is rebuilt per call.
@@ -76,8 +76,8 @@ def validate_scopes(scopes: list[str]) -> list[str]:
     bad = [s for s in scopes if not _SCOPE.match(s)]
     if bad or not scopes:
         raise InvalidRequest(
-            f"unknown scopes {bad or '[]'}; use 'inference:*', 'inference:<deployment>' or "
-            "'manage' or 'worker'",
+            f"unknown scopes {bad or '[]'}; use 'inference:*', 'inference:<deployment>', "
+            "'manage', 'worker' (admins: a trusted worker) or 'provider' (lend a machine)",
             param="scopes",
         )
     return sorted(set(scopes))
@@ -108,6 +108,12 @@ def create(
     if problems:
         raise InvalidRequest("; ".join(problems), code="invalid_api_key")
     scopes = validate_scopes(list(scopes or DEFAULT_SCOPES))
+    if "provider" in scopes and len(scopes) > 1:
+        raise InvalidRequest(
+            "a provider key has the 'provider' scope only: it reaches the worker API and "
+            "nothing else",
+            param="scopes",
+        )
     if "worker" in scopes and user.role != "admin":
         raise PermissionDenied(
             "only admins may create keys with the 'worker' scope", code="admin_only_scope"
@@ -188,7 +194,10 @@ def authenticate(db: Database, secret: str, *, scope: str) -> tuple[User, ApiKey
                 code="invalid_api_key",
             )
         if not has_scope(key, scope):
-            wanted = "inference:*' or 'inference:<deployment>" if scope == "inference" else scope
+            wanted = {
+                "inference": "inference:*' or 'inference:<deployment>",
+                "worker_api": "provider' or 'worker",
+            }.get(scope, scope)
             raise Unauthenticated(
                 f"this API key lacks the scope '{wanted}'; create a key that has it",
                 code="insufficient_scope",
@@ -200,9 +209,12 @@ def authenticate(db: Database, secret: str, *, scope: str) -> tuple[User, ApiKey
 
 
 def has_scope(key: ApiKey, scope: str) -> bool:
-    """``scope="inference"`` asks whether the key may call any deployment at all."""
+    """``scope="inference"`` asks whether the key may call any deployment at all;
+    ``scope="worker_api"`` whether it may act as a worker (``worker``) or provider node."""
     if scope in key.scopes:
         return True
+    if scope == "worker_api":
+        return "worker" in key.scopes or "provider" in key.scopes
     if scope == "inference":
         return any(s.startswith("inference:") for s in key.scopes)
     return scope.startswith("inference:") and "inference:*" in key.scopes

@@ -56,6 +56,13 @@ KINDS: dict[str, JobKind] = {
             on_success="loraloop.mlops.gate:evaluation_succeeded",
         ),
         JobKind(
+            "verify_train",
+            "loraloop.providers.verify_job",
+            submittable=False,
+            description="Checks a compute provider's adapter on held-out data before it counts.",
+            on_success="loraloop.providers.work:verified",
+        ),
+        JobKind(
             "drift_check",
             "loraloop.mlops.drift_job",
             submittable=False,

@@ -31,6 +31,7 @@ __all__ = [
     "events_after",
     "fail",
     "get_own",
+    "hand_over",
     "heartbeat",
     "list_own",
     "reap",
@@ -134,11 +135,19 @@ def _guarded(
 
 
 def claim(
-    session: Session, worker_id: str, *, lease_seconds: int, kinds_: Iterable[str] | None = None
+    session: Session,
+    worker_id: str,
+    *,
+    lease_seconds: int,
+    kinds_: Iterable[str] | None = None,
+    job_id: int | None = None,
 ) -> Job | None:
-    """Lease the next queued job (highest priority, oldest first), or None when idle."""
+    """Lease the next queued job (highest priority, oldest first), or None when idle;
+    ``job_id`` leases that job only (None when someone else got it first)."""
     now = utcnow()
     candidate = select(Job.id).where(Job.status == Status.queued)
+    if job_id is not None:
+        candidate = candidate.where(Job.id == job_id)
     if kinds_ is not None:
         candidate = candidate.where(Job.kind.in_(list(kinds_)))
     candidate = (
@@ -151,6 +160,7 @@ def claim(
             status=Status.leased,
             lease_token=uuid.uuid4().hex,
             worker_id=worker_id,
+            node_id=None,
             attempts=Job.attempts + 1,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             heartbeat_at=now,
@@ -209,6 +219,34 @@ def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) 
     if hook is not None:
         hook(session, job)
     return job
+
+
+def hand_over(
+    session: Session,
+    job_id: int,
+    token: str,
+    *,
+    to_token: str,
+    hold_seconds: int,
+    result: dict[str, Any],
+) -> Job:
+    """A running job's worker is done but its result waits for a check: the server takes the
+    lease (a new token, a long hold) and keeps the claimed result; ``complete`` or ``fail``
+    with ``to_token`` ends it."""
+    now = utcnow()
+    return _guarded(
+        session,
+        job_id,
+        "hand_over",
+        {
+            "lease_token": to_token,
+            "worker_id": "verifier",
+            "result": result,
+            "heartbeat_at": now,
+            "lease_expires_at": now + timedelta(seconds=hold_seconds),
+        },
+        token=token,
+    )
 
 
 def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bool = False) -> Job:

@@ -32,8 +32,10 @@ class LocalWorker:
         worker_id: str = "local",
         lease_seconds: int = 60,
         poll_seconds: float = 1.0,
+        kinds: list[str] | None = None,
     ):
         self.db = db
+        self.kinds = kinds
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
@@ -63,7 +65,9 @@ class LocalWorker:
         with self.db.session() as session:
             jobs.reap(session)
         with self.db.session() as session:
-            job = jobs.claim(session, self.worker_id, lease_seconds=self.lease_seconds)
+            job = jobs.claim(
+                session, self.worker_id, lease_seconds=self.lease_seconds, kinds_=self.kinds
+            )
         if job is None:
             return False
         self._run(job)

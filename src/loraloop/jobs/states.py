@@ -35,6 +35,7 @@ OPERATIONS: dict[str, tuple[tuple[Status, ...], tuple[Status, ...]]] = {
     "start": ((Status.leased,), (Status.running,)),
     "heartbeat": (ACTIVE, ACTIVE),
     "complete": ((Status.running,), (Status.succeeded,)),
+    "hand_over": ((Status.running,), (Status.running,)),
     "fail": (ACTIVE, (Status.failed, Status.queued)),
     "reap": (ACTIVE, (Status.queued, Status.failed)),
     "cancel": ((Status.queued, *ACTIVE), (Status.cancelled,)),

@@ -148,5 +148,6 @@ def train_adapter(
         preset=body.preset,
         options=body.options.chosen(),
         parent_version=body.parent_version,
+        extra={"remote_ok": True} if body.community_compute else None,
     )
     return JobPublic.model_validate(job)

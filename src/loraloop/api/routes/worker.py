@@ -2,34 +2,52 @@
 
 ::
 
+    POST /api/worker/register              a node reports what it can run -> its node id
     POST /api/worker/claim                 -> 200 a leased job with its lease token | 204 idle
+                                              (``wait_seconds``: long-poll until one comes)
+    GET  /api/worker/jobs/{id}/inputs/{name}   an input file (X-Lease-Token header)
+    GET|PUT /api/worker/uploads/{id}/{name}    resumable upload of a result file
     POST /api/worker/jobs/{id}/start       leased  -> running
     POST /api/worker/jobs/{id}/heartbeat   extends the lease; 409 means stop (cancelled, lost)
     POST /api/worker/jobs/{id}/events      a progress event (also extends the lease)
     POST /api/worker/jobs/{id}/complete    running -> succeeded
     POST /api/worker/jobs/{id}/fail        -> failed, or queued again when retryable
 
-Authenticated by a bearer API key with the ``worker`` scope, whose owner must be an admin; no
+Authenticated by a bearer API key with the ``worker`` scope (an admin's: a trusted worker, whose
+results are taken as they are) or the ``provider`` scope (anyone's: a compute provider's node,
+whose results are verified before they count; see :mod:`loraloop.providers.work`); no
 cookies. Every call after the claim carries the ``lease_token`` the claim returned: it is the
 fencing token that stops a worker whose lease was taken back from overwriting a newer attempt
-(``409 stale_attempt``).
+(``409 stale_attempt``), and a node can never act on another node's job (``409``).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.orm import Session
 
 from loraloop.api.deps import AppDatabase, AppSettings, DbSession, bearer_secret
 from loraloop.api.schemas import Strict
-from loraloop.db.tables import User
-from loraloop.errors import PermissionDenied, Unauthenticated
+from loraloop.db.tables import ApiKey, Job, ProviderNode, User
+from loraloop.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unauthenticated,
+)
 from loraloop.identity import api_keys
 from loraloop.jobs import queue
+from loraloop.providers import nodes, work
 
 router = APIRouter(prefix="/api/worker", tags=["worker"])
 
@@ -49,10 +67,35 @@ def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
 
 
 class ClaimRequest(Strict):
-    worker_id: str = Field(min_length=1, max_length=80)
+    worker_id: str | None = Field(
+        default=None, min_length=1, max_length=80, description="A trusted worker's name."
+    )
+    node_id: int | None = Field(default=None, ge=1, description="A registered node's id.")
     kinds: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
         default=None, min_length=1, max_length=50, description="Only these job kinds."
     )
+    wait_seconds: float = Field(
+        default=0, ge=0, le=30, description="Long-poll: wait this long for a job to come."
+    )
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> ClaimRequest:
+        if (self.worker_id is None) == (self.node_id is None):
+            raise ValueError("give worker_id (a trusted worker) or node_id (a registered node)")
+        return self
+
+
+class NodeRegistration(Strict):
+    name: str = Field(min_length=1, max_length=80)
+    capabilities: dict[str, Any] = Field(
+        description="cpu_count, memory_gb, gpus [{name, memory_gb}], torch, cuda, loraloop"
+    )
+
+
+class NodeRegistered(BaseModel):
+    node_id: int
+    trusted: bool
+    lease_seconds: int
 
 
 class Lease(Strict):
@@ -110,23 +153,69 @@ class EventRecorded(BaseModel):
 # authentication -------------------------------------------------------------------------
 
 
-def _worker(request: Request, db: AppDatabase) -> User:
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    key: ApiKey
+    trusted: bool
+    """An admin's ``worker`` key; a ``provider`` key is not."""
+
+
+def _worker(request: Request, db: AppDatabase) -> Caller:
     secret = bearer_secret(request)
     if secret is None:
         raise Unauthenticated(
-            "send an API key with the 'worker' scope as 'Authorization: Bearer ll_...'",
+            "send an API key with the 'provider' (or, for admins, 'worker') scope as "
+            "'Authorization: Bearer ll_...'",
             code="not_signed_in",
         )
-    user, _key = api_keys.authenticate(db, secret, scope="worker")
-    if user.role != "admin":  # the key was made while its owner was an admin
-        raise PermissionDenied("only an admin's key may act as a worker", code="admin_only_scope")
-    return user
+    user, key = api_keys.authenticate(db, secret, scope="worker_api")
+    if "worker" in key.scopes:
+        if user.role != "admin":  # the key was made while its owner was an admin
+            raise PermissionDenied(
+                "only an admin's key may act as a worker", code="admin_only_scope"
+            )
+        return Caller(user, key, trusted=True)
+    return Caller(user, key, trusted=False)
 
 
-WorkerUser = Annotated[User, Depends(_worker)]
+WorkerUser = Annotated[Caller, Depends(_worker)]
+LeaseHeader = Annotated[str, Header(alias="X-Lease-Token", pattern=_TOKEN)]
+
+
+def _node_of(session: Session, caller: Caller, job_id: int) -> ProviderNode | None:
+    """The node holding the job, which must be one of the caller's (409 otherwise); None for a
+    job no node holds (a trusted worker's)."""
+    job = session.get(Job, job_id)
+    if job is None or job.node_id is None:
+        if job is not None and not caller.trusted:
+            raise Conflict(f"job {job_id} is not leased to any of your nodes", code="not_your_job")
+        return None
+    node = session.get(ProviderNode, job.node_id)
+    if node is None or node.owner_id != caller.user.id:
+        raise Conflict(f"job {job_id} is not leased to any of your nodes", code="not_your_job")
+    return node
 
 
 # routes ---------------------------------------------------------------------------------
+
+
+@router.post("/register")
+def register(
+    body: NodeRegistration, caller: WorkerUser, session: DbSession, settings: AppSettings
+) -> NodeRegistered:
+    """Register a node (again after a restart: same name, same id) with what it can run."""
+    node = nodes.register(
+        session,
+        caller.user,
+        caller.key,
+        name=body.name,
+        capabilities=body.capabilities,
+        trusted=caller.trusted,
+    )
+    return NodeRegistered(
+        node_id=node.id, trusted=node.trusted, lease_seconds=settings.job_lease_seconds
+    )
 
 
 @router.post(
@@ -135,38 +224,117 @@ WorkerUser = Annotated[User, Depends(_worker)]
     responses={204: {"description": "Nothing is queued; ask again later."}},
 )
 def claim(
-    body: ClaimRequest, _user: WorkerUser, session: DbSession, settings: AppSettings
+    body: ClaimRequest, caller: WorkerUser, db: AppDatabase, settings: AppSettings
 ) -> ClaimedJob | Response:
-    """Lease the next queued job (highest priority, oldest first), or 204 when there is none."""
-    # Remote workers may be the only ones polling (``loraloop serve``), so expired leases are
-    # taken back here, before the claim, or a dead worker's job would never run again.
-    queue.reap(session)
+    """Lease the next queued job this worker may run (highest priority, oldest first), or 204
+    when none comes within ``wait_seconds``. Provider nodes name their ``node_id`` and get
+    only jobs their owner allowed on community compute, with inputs to download by hash."""
+    if body.node_id is None and not caller.trusted:
+        raise InvalidRequest(
+            "a provider key claims for a registered node: register it, then send its node_id",
+            param="node_id",
+        )
+    deadline = time.monotonic() + body.wait_seconds
     lease = settings.job_lease_seconds
-    job = queue.claim(session, body.worker_id, lease_seconds=lease, kinds_=body.kinds)
-    if job is None:
-        return Response(status_code=204)
-    assert job.lease_token is not None
-    return ClaimedJob(
-        id=job.id,
-        kind=job.kind,
-        payload=job.payload,
-        attempt=job.attempts,
-        lease_token=job.lease_token,
-        lease_seconds=lease,
-    )
+    while True:
+        with db.session() as session:  # one transaction per look, so each sees new jobs
+            if body.node_id is not None:
+                node = nodes.seen(session, caller.user, body.node_id)
+                job = work.claim(session, settings, node, body.kinds)
+                payload = work.inputs(node, job) if job is not None else None
+            else:
+                # Remote workers may be the only ones polling (``loraloop serve``), so expired
+                # leases are taken back here, before the claim, or a dead worker's job would
+                # never run again.
+                work.reap(session)
+                job = queue.claim(
+                    session, body.worker_id or "worker", lease_seconds=lease, kinds_=body.kinds
+                )
+                payload = job.payload if job is not None else None
+            if job is not None and payload is not None:
+                assert job.lease_token is not None
+                return ClaimedJob(
+                    id=job.id,
+                    kind=job.kind,
+                    payload=payload,
+                    attempt=job.attempts,
+                    lease_token=job.lease_token,
+                    lease_seconds=lease,
+                )
+        if time.monotonic() >= deadline:
+            return Response(status_code=204)
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+@router.get("/jobs/{job_id}/inputs/{name:path}")
+def input_file(
+    job_id: int, name: str, token: LeaseHeader, caller: WorkerUser, session: DbSession
+) -> FileResponse:
+    """Download one input of a job you hold (its sha256 is in the claimed payload)."""
+    node = _node_of(session, caller, job_id)
+    if node is None:
+        raise NotFound("trusted workers read inputs from the shared data folder", param="name")
+    path = work.input_file(session, node, job_id, token, name)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/uploads/{job_id}/{name}")
+def upload_state(
+    job_id: int,
+    name: str,
+    token: LeaseHeader,
+    caller: WorkerUser,
+    session: DbSession,
+    settings: AppSettings,
+) -> dict[str, int]:
+    """How many bytes of an upload arrived, so an interrupted upload resumes there."""
+    node = _provider_node(session, caller, job_id)
+    return {"size": work.upload(session, settings, node, job_id, token, name, 0, None)}
+
+
+@router.put("/uploads/{job_id}/{name}")
+async def upload_chunk(
+    job_id: int,
+    name: str,
+    request: Request,
+    token: LeaseHeader,
+    caller: WorkerUser,
+    db: AppDatabase,
+    settings: AppSettings,
+    offset: int = Query(ge=0),
+) -> dict[str, int]:
+    """Append a chunk (at most 8 MiB) at ``offset``, which must equal the bytes received."""
+    chunk = bytearray()
+    async for piece in request.stream():
+        chunk += piece
+        if len(chunk) > work.CHUNK:
+            raise PayloadTooLarge(f"a chunk has at most {work.CHUNK} bytes")
+    with db.session() as session:
+        node = _provider_node(session, caller, job_id)
+        size = work.upload(session, settings, node, job_id, token, name, offset, bytes(chunk))
+    return {"size": size}
+
+
+def _provider_node(session: Session, caller: Caller, job_id: int) -> ProviderNode:
+    node = _node_of(session, caller, job_id)
+    if node is None:
+        raise Conflict(f"job {job_id} is not leased to any of your nodes", code="not_your_job")
+    return node
 
 
 @router.post("/jobs/{job_id}/start")
-def start(job_id: int, body: Lease, _user: WorkerUser, session: DbSession) -> LeaseState:
+def start(job_id: int, body: Lease, caller: WorkerUser, session: DbSession) -> LeaseState:
     """Mark a leased job as running."""
+    _node_of(session, caller, job_id)
     return LeaseState.model_validate(queue.start(session, job_id, body.lease_token))
 
 
 @router.post("/jobs/{job_id}/heartbeat")
 def heartbeat(
-    job_id: int, body: Lease, _user: WorkerUser, session: DbSession, settings: AppSettings
+    job_id: int, body: Lease, caller: WorkerUser, session: DbSession, settings: AppSettings
 ) -> LeaseState:
     """Extend the lease. A 409 tells the worker to stop: the job was cancelled or re-leased."""
+    _node_of(session, caller, job_id)
     lease = settings.job_lease_seconds
     job = queue.heartbeat(session, job_id, body.lease_token, lease_seconds=lease)
     return LeaseState.model_validate(job)
@@ -174,9 +342,10 @@ def heartbeat(
 
 @router.post("/jobs/{job_id}/events", status_code=201)
 def add_event(
-    job_id: int, body: EventCreate, _user: WorkerUser, session: DbSession, settings: AppSettings
+    job_id: int, body: EventCreate, caller: WorkerUser, session: DbSession, settings: AppSettings
 ) -> EventRecorded:
     """Append a progress event to the job's stream; it extends the lease like a heartbeat."""
+    _node_of(session, caller, job_id)
     event = queue.add_event(
         session, job_id, body.lease_token, body.data, lease_seconds=settings.job_lease_seconds
     )
@@ -184,13 +353,22 @@ def add_event(
 
 
 @router.post("/jobs/{job_id}/complete")
-def complete(job_id: int, body: Completion, _user: WorkerUser, session: DbSession) -> LeaseState:
-    """Record the result of a running job; the lease ends."""
-    return LeaseState.model_validate(queue.complete(session, job_id, body.lease_token, body.result))
+def complete(
+    job_id: int, body: Completion, caller: WorkerUser, session: DbSession, settings: AppSettings
+) -> LeaseState:
+    """Record the result of a running job; the lease ends. A provider node names its uploads
+    in ``result.files`` (name → sha256); the job then waits for their verification."""
+    node = _node_of(session, caller, job_id)
+    if node is None:
+        job = queue.complete(session, job_id, body.lease_token, body.result)
+    else:
+        job = work.complete(session, settings, node, job_id, body.lease_token, body.result)
+    return LeaseState.model_validate(job)
 
 
 @router.post("/jobs/{job_id}/fail")
-def fail(job_id: int, body: Failure, _user: WorkerUser, session: DbSession) -> LeaseState:
+def fail(job_id: int, body: Failure, caller: WorkerUser, session: DbSession) -> LeaseState:
     """Record a failure; a retryable one is queued again while attempts remain."""
+    _node_of(session, caller, job_id)
     job = queue.fail(session, job_id, body.lease_token, body.error, retryable=body.retryable)
     return LeaseState.model_validate(job)

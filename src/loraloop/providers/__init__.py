@@ -1,0 +1,1 @@
+"""Compute providers: nodes people lend, the work they do, and its verification."""

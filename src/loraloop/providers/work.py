@@ -1,0 +1,404 @@
+"""The work a provider node does, from claim to credit.
+
+An untrusted node gets only jobs whose owner allowed community compute (``remote_ok``) and
+that keep a held-out split back for checking (``validation_file``), never that split itself.
+It downloads its inputs by hash, uploads its artifact in resumable chunks, and completes.
+Then the server holds the job (``hand_over``: still running, the lease now the server's) and
+queues ``verify_train`` on a trusted worker. Only a passed verification completes the job (the
+version is recorded as any other) and credits the node's owner for the work measured; a
+failed one costs the node reliability and puts the job back in the queue for another node.
+
+A trusted node (an admin's ``worker`` key) is taken at its word, as the local worker is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from loraloop.config import Settings
+from loraloop.db.engine import utcnow
+from loraloop.db.tables import Job, ProviderNode, ProviderWork
+from loraloop.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from loraloop.jobs import queue
+from loraloop.jobs.states import ACTIVE
+from loraloop.providers import nodes
+from loraloop.rewards import ledger
+from loraloop.storage import sha256_file
+
+__all__ = [
+    "REMOTE_KINDS",
+    "UPLOADS",
+    "claim",
+    "complete",
+    "input_file",
+    "inputs",
+    "reap",
+    "upload",
+    "verified",
+]
+
+REMOTE_KINDS = ("train",)
+UPLOADS = ("adapter_model.safetensors", "adapter_config.json", "README.md")
+"""The files a node may upload: the PEFT folder, safetensors only."""
+MAX_UPLOAD = 4 * 1024**3
+CHUNK = 8 * 1024 * 1024
+MIN_GAIN = 0.01
+"""Relative loss reduction on held-out data a real training run must show."""
+HOLD_SECONDS = 6 * 3600
+"""How long the server holds a job while its verification runs."""
+TOKEN_PARAMS_PER_POINT = 10**12
+"""One point per 10^12 (tokens trained × parameters), about 6 × 10^12 training FLOPs."""
+_BASE_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".jinja")
+
+
+def _owner_of_job(node: ProviderNode) -> str:
+    return f"node:{node.id}"
+
+
+def reap(session: Session) -> None:
+    """Take back expired leases; a provider whose lease ran out lost that work."""
+    requeued, failed = queue.reap(session)
+    _lost(session, requeued + failed)
+
+
+def _lost(session: Session, job_ids: list[int]) -> None:
+    """Work still marked running on a job whose lease it no longer holds (whoever took the
+    lease back: this module, the local worker, another replica) was lost by its node."""
+    if not job_ids:
+        return
+    for work in session.scalars(
+        select(ProviderWork).where(
+            ProviderWork.job_id.in_(job_ids), ProviderWork.status == "running"
+        )
+    ):
+        job = session.get(Job, work.job_id)
+        holds = (
+            job is not None
+            and job.status in ACTIVE
+            and job.node_id == work.node_id
+            and job.attempts == work.attempt
+        )
+        if holds:
+            continue
+        work.status, work.finished_at = "lost", utcnow()
+        node = session.get(ProviderNode, work.node_id)
+        if node is not None:
+            node.lost += 1
+
+
+def _eligible(node: ProviderNode, job: Job) -> bool:
+    payload = job.payload
+    if node.id in (payload.get("exclude_nodes") or []):
+        return False
+    if not node.trusted and (
+        job.kind not in REMOTE_KINDS
+        or not payload.get("remote_ok")
+        or not payload.get("validation_file")
+    ):
+        return False
+    if not nodes.fits(node, payload):
+        return False
+    return (utcnow() - job.created_at).total_seconds() >= nodes.patience(node)
+
+
+def claim(
+    session: Session, settings: Settings, node: ProviderNode, kinds: list[str] | None = None
+) -> Job | None:
+    """Lease the next job this node may and can run, or None."""
+    reap(session)
+    query = select(Job).where(Job.status == "queued")
+    allowed = list(kinds) if kinds else None
+    if not node.trusted:
+        allowed = [k for k in (allowed or REMOTE_KINDS) if k in REMOTE_KINDS]
+    if allowed is not None:
+        query = query.where(Job.kind.in_(allowed))
+    for job in session.scalars(query.order_by(Job.priority.desc(), Job.id).limit(50)):
+        if not _eligible(node, job):
+            continue
+        leased = queue.claim(
+            session,
+            _owner_of_job(node),
+            lease_seconds=settings.job_lease_seconds,
+            job_id=job.id,
+        )
+        if leased is None:
+            continue  # another node took it first
+        _lost(session, [leased.id])  # an earlier attempt's node, if any, lost it
+        leased.node_id = node.id
+        session.add(ProviderWork(node_id=node.id, job_id=leased.id, attempt=leased.attempts))
+        session.flush()
+        return leased
+    return None
+
+
+def holding(session: Session, node: ProviderNode, job_id: int, token: str) -> Job:
+    """The job, if this node holds its current lease; 409 for anyone else's."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    if job.node_id != node.id or job.lease_token != token or job.status not in ACTIVE:
+        raise Conflict(
+            f"job {job_id} is not leased to node {node.id} with this token", code="not_your_job"
+        )
+    return job
+
+
+# inputs ------------------------------------------------------------------------------------
+
+
+def _base_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _BASE_SUFFIXES)
+
+
+def inputs(node: ProviderNode, job: Job) -> dict[str, Any]:
+    """The payload a node runs: the spec, and every input by name, size and sha256; no
+    server paths, and never the held-out split (a trusted node gets the payload as is)."""
+    payload = job.payload
+    if node.trusted:
+        return payload
+    train = Path(payload["train_file"])
+    files: dict[str, dict[str, Any]] = {
+        "train_file": {"sha256": train.name, "size": train.stat().st_size}
+    }
+    base: dict[str, Any] = {
+        "name": payload.get("base_name"),
+        "default": bool(payload.get("base_default")),
+    }
+    if not base["default"]:
+        for path in _base_files(Path(payload["base_path"])):
+            files[f"base/{path.name}"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    keep = ("spec", "adapter_name", "base_name", "licence", "dataset", "adapter_id")
+    return {
+        **{k: payload[k] for k in keep if k in payload},
+        "base": base,
+        "files": files,
+        "uploads": list(UPLOADS),
+    }
+
+
+def input_file(session: Session, node: ProviderNode, job_id: int, token: str, name: str) -> Path:
+    job = holding(session, node, job_id, token)
+    payload = job.payload
+    if name == "train_file" and (node.trusted or payload.get("remote_ok")):
+        return Path(payload["train_file"])
+    if name.startswith("base/") and not payload.get("base_default"):
+        wanted = name.removeprefix("base/")
+        for path in _base_files(Path(payload["base_path"])):
+            if path.name == wanted:
+                return path
+    raise NotFound(f"job {job_id} has no input named {name}", param="name")
+
+
+# uploads -----------------------------------------------------------------------------------
+
+
+def _upload_dir(settings: Settings, job: Job) -> Path:
+    return settings.home / "uploads" / f"job-{job.id}-attempt-{job.attempts}"
+
+
+def upload(
+    session: Session,
+    settings: Settings,
+    node: ProviderNode,
+    job_id: int,
+    token: str,
+    name: str,
+    offset: int,
+    chunk: bytes | None,
+) -> int:
+    """Append ``chunk`` at ``offset`` (which must be the size already received: 409 names it,
+    so an interrupted upload resumes); without a chunk, report that size."""
+    job = holding(session, node, job_id, token)
+    if name not in UPLOADS:
+        raise InvalidRequest(f"upload one of {', '.join(UPLOADS)}", param="name")
+    folder = _upload_dir(settings, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f"{name}.part"
+    size = part.stat().st_size if part.exists() else 0
+    if chunk is None:
+        return size
+    if offset != size:
+        raise Conflict(
+            f"{name}: {size} bytes are here, so the next chunk starts at {size}, not {offset}",
+            code="upload_offset",
+        )
+    if len(chunk) > CHUNK:
+        raise PayloadTooLarge(f"a chunk has at most {CHUNK} bytes")
+    if size + len(chunk) > MAX_UPLOAD:
+        raise PayloadTooLarge(f"{name} may have at most {MAX_UPLOAD} bytes")
+    with part.open("ab") as handle:
+        handle.write(chunk)
+    return size + len(chunk)
+
+
+def complete(
+    session: Session,
+    settings: Settings,
+    node: ProviderNode,
+    job_id: int,
+    token: str,
+    result: dict[str, Any],
+) -> Job:
+    """A node's result. A trusted node's is recorded at once; anyone else's uploads are
+    checked against the hashes it declares and the job waits for ``verify_train``."""
+    if node.trusted:
+        holding(session, node, job_id, token)
+        return queue.complete(session, job_id, token, result)
+    job = holding(session, node, job_id, token)
+    declared = result.get("files")
+    if not isinstance(declared, dict) or "adapter_model.safetensors" not in declared:
+        raise InvalidRequest(
+            "name the uploaded files and their sha256 in result.files (adapter_model.safetensors "
+            "at least)",
+            param="result",
+        )
+    folder = _upload_dir(settings, job)
+    problems = []
+    for name, digest in declared.items():
+        part = folder / f"{name}.part"
+        if name not in UPLOADS or not part.exists():
+            problems.append(f"{name} was not uploaded")
+        elif sha256_file(part) != digest:
+            problems.append(f"{name}: the upload's sha256 is not {digest}; upload it again")
+    if problems:
+        raise InvalidRequest("; ".join(problems), code="upload_mismatch")
+    adapter_dir = Path(job.payload["output_dir"]) / f"provider-attempt-{job.attempts}" / "adapter"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    for name in declared:
+        os.replace(folder / f"{name}.part", adapter_dir / name)
+    shutil.rmtree(folder, ignore_errors=True)
+    claimed = {
+        "adapter_dir": str(adapter_dir),
+        "sha256": declared["adapter_model.safetensors"],
+        "metrics": result.get("metrics") or {},
+        "node_id": node.id,
+    }
+    hold = secrets.token_hex(16)
+    queue.hand_over(
+        session, job_id, token, to_token=hold, hold_seconds=HOLD_SECONDS, result=claimed
+    )
+    work = _work(session, job)
+    payload = job.payload
+    verify = queue.enqueue(
+        session,
+        _owner(session, job),
+        "verify_train",
+        {
+            "job_id": job.id,
+            "hold_token": hold,
+            "work_id": work.id,
+            "base_path": payload["base_path"],
+            "base_default": payload.get("base_default", False),
+            "models_dir": payload.get("models_dir"),
+            "adapter_dir": str(adapter_dir),
+            "validation_file": payload["validation_file"],
+            "train_file": payload["train_file"],
+            "spec": payload["spec"],
+            "min_gain": MIN_GAIN,
+        },
+        submitted=False,
+        max_attempts=2,
+    )
+    work.status, work.uploads, work.claimed, work.verify_job_id = (
+        "verifying",
+        dict(declared),
+        claimed,
+        verify.id,
+    )
+    session.flush()
+    return job
+
+
+def _owner(session: Session, job: Job) -> Any:
+    from loraloop.db.tables import User
+
+    owner = session.get(User, job.owner_id)
+    assert owner is not None
+    return owner
+
+
+def _work(session: Session, job: Job) -> ProviderWork:
+    work = session.scalar(
+        select(ProviderWork).where(
+            ProviderWork.job_id == job.id, ProviderWork.attempt == job.attempts
+        )
+    )
+    assert work is not None
+    return work
+
+
+def verified(session: Session, verify: Job) -> None:
+    """Success hook of ``verify_train``: complete the held job and credit the node, or put
+    the job back in the queue without that node."""
+    payload, outcome = verify.payload, verify.result or {}
+    work = session.get(ProviderWork, payload["work_id"])
+    job = session.get(Job, payload["job_id"])
+    if work is None or job is None or work.status != "verifying":
+        return
+    node = session.get(ProviderNode, work.node_id)
+    work.verification, work.finished_at = outcome, utcnow()
+    if outcome.get("passed"):
+        work.status = "accepted"
+        if node is not None:
+            node.verified_ok += 1
+        assert job.result is not None
+        queue.complete(session, job.id, payload["hold_token"], job.result)
+        if node is not None:
+            _credit(session, node, work, outcome)
+        return
+    work.status = "rejected"
+    if node is not None:
+        node.verified_bad += 1
+    job.payload = {
+        **job.payload,
+        "exclude_nodes": sorted({*(job.payload.get("exclude_nodes") or []), work.node_id}),
+    }
+    queue.fail(
+        session,
+        job.id,
+        payload["hold_token"],
+        f"node {work.node_id}'s result failed verification: {outcome.get('reason')}; "
+        "queued again for another node",
+        retryable=True,
+    )
+
+
+def _credit(
+    session: Session, node: ProviderNode, work: ProviderWork, outcome: dict[str, Any]
+) -> None:
+    tokens, params = int(outcome.get("tokens") or 0), int(outcome.get("params") or 0)
+    points = tokens * params / TOKEN_PARAMS_PER_POINT
+    ledger.append(
+        session,
+        user_id=node.owner_id,
+        adapter_id=None,
+        millipoints=max(1, math.floor(points * 1000 + 0.5)),
+        kind="compute",
+        source_type="provider_work",
+        source_id=work.id,
+        key=f"compute:work:{work.id}",
+        breakdown={
+            "formula": "tokens × parameters / 10^12",
+            "tokens": tokens,
+            "parameters": params,
+            "measured_by": "verify_train",
+            "job_id": work.job_id,
+            "node_id": node.id,
+            "points": round(points, 6),
+        },
+    )
+
+
+def recent(session: Session, node_ids: list[int], limit: int = 100) -> list[ProviderWork]:
+    if not node_ids:
+        return []
+    query = select(ProviderWork).where(ProviderWork.node_id.in_(node_ids))
+    return list(session.scalars(query.order_by(ProviderWork.id.desc()).limit(limit)))
