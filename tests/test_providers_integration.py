@@ -42,11 +42,11 @@ from tests.factories import make_base_model, make_key, make_user
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {
-    "epochs": 3.0,
-    "learning_rate": 5e-3,
+    "epochs": 6.0,
+    "learning_rate": 1e-2,
     "max_length": 64,
     "rows_per_batch": 4,
-    "checkpoint_every": 1000,
+    "checkpoint_every": 2,  # the audit trail: the verifier replays one segment
     "eval_every": 1000,
     "precision": "fp32",
     "lora": {"rank": 4, "alpha": 8},
@@ -271,6 +271,12 @@ def test_honest_forged_and_killed_providers(
     assert [w.status for w in work(flaky)] == ["lost"]
     accepted = [w for w in work(honest) if w.status == "accepted"]
     assert sorted(w.job_id for w in accepted) == sorted(jobs)
+    for w in accepted:  # one segment of each run was trained again and matched
+        assert w.verification is not None
+        replay = w.verification.get("replay") or pytest.fail(str(w.verification))
+        assert replay["passed"]
+        assert replay["distance"] < 1e-3
+        assert any(name.startswith("checkpoints/step-") for name in w.uploads)
     assert points[forger.id] == []
     assert points[flaky.id] == []
     assert len(points[honest.id]) == 2

@@ -85,6 +85,12 @@ class TrainSpec:
     """Load the base in 4 bits (bitsandbytes; CUDA only)."""
     pack: bool = True
     """Pack several conversations per row (no cross-attention between them)."""
+    keep_checkpoints: bool = False
+    """Keep every checkpoint after the run (a provider's audit trail) instead of removing
+    them once the adapter is written."""
+    stop_at_step: int | None = None
+    """Checkpoint and stop at this step without writing the adapter (replaying one segment of
+    someone else's run; the schedule still runs to the full length)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -110,6 +116,8 @@ class TrainSpec:
             problems.append(f"row_length {self.row_length} must be a whole number from 16 to 32768")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps {self.max_steps} must be at least 1")
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            problems.append(f"stop_at_step {self.stop_at_step} must be at least 1")
         if self.early_stopping_patience is not None and self.validation_file is None:
             problems.append("early_stopping_patience needs a validation_file")
         if self.qlora and not torch.cuda.is_available():
@@ -377,7 +385,7 @@ def train(
     session_tokens = 0
     stream = _micro_batches(per_epoch, state.epoch, state.batch_in_epoch)
     losses: list[float] = []
-    stopped_early = cancelled = False
+    stopped_early = cancelled = paused = False
     while state.step < total_steps:
         if should_stop():
             cancelled = True
@@ -424,8 +432,9 @@ def train(
         patience = spec.early_stopping_patience
         if patience is not None and state.evals_without_improvement >= patience:
             stopped_early = True
+        paused = spec.stop_at_step is not None and state.step >= spec.stop_at_step
         if (
-            state.step % spec.checkpoint_every == 0
+            (state.step % spec.checkpoint_every == 0 or paused)
             and state.step < total_steps
             and not stopped_early
         ):
@@ -436,12 +445,13 @@ def train(
                 scheduler=scheduler,
                 state=state,
             )
-        if stopped_early:
+        if stopped_early or (paused and state.step < total_steps):
             break
+        paused = False
     seconds = time.monotonic() - started
     adapter_dir = None
     val_loss = None
-    if not cancelled:
+    if not cancelled and not paused:
         val_loss = evaluate_loss(model, val_batches)
         adapter_dir = _write_adapter(model, spec, state, val_loss)
     return TrainResult(
@@ -478,7 +488,8 @@ def _write_adapter(
     )
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    shutil.rmtree(spec.output_dir / "checkpoints", ignore_errors=True)
+    if not spec.keep_checkpoints:
+        shutil.rmtree(spec.output_dir / "checkpoints", ignore_errors=True)
     return final
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -47,7 +48,14 @@ __all__ = [
 
 REMOTE_KINDS = ("train",)
 UPLOADS = ("adapter_model.safetensors", "adapter_config.json", "README.md")
-"""The files a node may upload: the PEFT folder, safetensors only."""
+"""The PEFT folder a node uploads (safetensors only), plus its audit trail: every checkpoint
+(``checkpoints/step-NNNNNN/...``), of which the verifier replays one segment."""
+_CHECKPOINT_FILE = re.compile(
+    r"^checkpoints/step-\d{6}/"
+    r"(adapter\.safetensors|optimizer\.safetensors|optimizer\.json|scheduler\.json|state\.json)$"
+)
+REPLAY_TOLERANCE = 0.01
+"""Largest relative distance between replayed and uploaded weights a segment may show."""
 MAX_UPLOAD = 4 * 1024**3
 CHUNK = 8 * 1024 * 1024
 MIN_GAIN = 0.01
@@ -175,9 +183,10 @@ def inputs(node: ProviderNode, job: Job) -> dict[str, Any]:
     if not base["default"]:
         for path in _base_files(Path(payload["base_path"])):
             files[f"base/{path.name}"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    keep = ("spec", "adapter_name", "base_name", "licence", "dataset", "adapter_id")
+    keep = ("adapter_name", "base_name", "licence", "dataset", "adapter_id")
     return {
         **{k: payload[k] for k in keep if k in payload},
+        "spec": {**payload["spec"], "keep_checkpoints": True},
         "base": base,
         "files": files,
         "uploads": list(UPLOADS),
@@ -217,11 +226,10 @@ def upload(
     """Append ``chunk`` at ``offset`` (which must be the size already received: 409 names it,
     so an interrupted upload resumes); without a chunk, report that size."""
     job = holding(session, node, job_id, token)
-    if name not in UPLOADS:
-        raise InvalidRequest(f"upload one of {', '.join(UPLOADS)}", param="name")
+    _check_name(name)
     folder = _upload_dir(settings, job)
-    folder.mkdir(parents=True, exist_ok=True)
     part = folder / f"{name}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
     size = part.stat().st_size if part.exists() else 0
     if chunk is None:
         return size
@@ -237,6 +245,15 @@ def upload(
     with part.open("ab") as handle:
         handle.write(chunk)
     return size + len(chunk)
+
+
+def _check_name(name: str) -> None:
+    if name not in UPLOADS and not _CHECKPOINT_FILE.match(name):
+        raise InvalidRequest(
+            f"upload one of {', '.join(UPLOADS)} or a checkpoint file "
+            "(checkpoints/step-NNNNNN/adapter.safetensors, ...)",
+            param="name",
+        )
 
 
 def complete(
@@ -264,17 +281,30 @@ def complete(
     problems = []
     for name, digest in declared.items():
         part = folder / f"{name}.part"
-        if name not in UPLOADS or not part.exists():
+        if not (name in UPLOADS or _CHECKPOINT_FILE.match(name)) or not part.exists():
             problems.append(f"{name} was not uploaded")
         elif sha256_file(part) != digest:
             problems.append(f"{name}: the upload's sha256 is not {digest}; upload it again")
     if problems:
         raise InvalidRequest("; ".join(problems), code="upload_mismatch")
-    adapter_dir = Path(job.payload["output_dir"]) / f"provider-attempt-{job.attempts}" / "adapter"
-    adapter_dir.mkdir(parents=True, exist_ok=True)
+    attempt_dir = Path(job.payload["output_dir"]) / f"provider-attempt-{job.attempts}"
+    adapter_dir = attempt_dir / "adapter"
     for name in declared:
-        os.replace(folder / f"{name}.part", adapter_dir / name)
+        target = attempt_dir / name if name.startswith("checkpoints/") else adapter_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder / f"{name}.part", target)
     shutil.rmtree(folder, ignore_errors=True)
+    # The segment to replay, drawn only now that every checkpoint is in: from the start or
+    # a checkpoint, to the next checkpoint or the end.
+    steps = sorted(
+        {
+            int(n.split("/")[1].removeprefix("step-"))
+            for n in declared
+            if n.startswith("checkpoints/")
+        }
+    )
+    start = secrets.choice([0, *steps])
+    later = [s for s in steps if s > start]
     claimed = {
         "adapter_dir": str(adapter_dir),
         "sha256": declared["adapter_model.safetensors"],
@@ -301,8 +331,14 @@ def complete(
             "adapter_dir": str(adapter_dir),
             "validation_file": payload["validation_file"],
             "train_file": payload["train_file"],
-            "spec": payload["spec"],
+            "spec": {**payload["spec"], "keep_checkpoints": True},
             "min_gain": MIN_GAIN,
+            "replay": {
+                "from": start,
+                "to": later[0] if later else None,
+                "checkpoints": str(attempt_dir / "checkpoints"),
+                "tolerance": REPLAY_TOLERANCE,
+            },
         },
         submitted=False,
         max_attempts=2,

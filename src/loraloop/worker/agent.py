@@ -241,12 +241,15 @@ class Agent:
             return result
         folder = Path(result["adapter_dir"])
         self.before_upload(folder)
+        found = {name: folder / name for name in payload["uploads"] if (folder / name).exists()}
+        trail = folder.parent / "checkpoints"  # the audit trail the verifier replays from
+        if trail.is_dir():
+            for path in sorted(trail.glob("step-*/*")):
+                found[f"checkpoints/{path.parent.name}/{path.name}"] = path
         files = {}
-        for name in payload["uploads"]:
-            path = folder / name
-            if path.exists():
-                self.upload(int(job["id"]), token, name, path)
-                files[name] = sha256_file(path)
+        for name, path in found.items():
+            self.upload(int(job["id"]), token, name, path)
+            files[name] = sha256_file(path)
         return {"files": files, "metrics": result.get("metrics") or {}}
 
     def before_upload(self, folder: Path) -> None:

@@ -278,7 +278,7 @@ def input_file(
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@router.get("/uploads/{job_id}/{name}")
+@router.get("/uploads/{job_id}/{name:path}")
 def upload_state(
     job_id: int,
     name: str,
@@ -292,7 +292,7 @@ def upload_state(
     return {"size": work.upload(session, settings, node, job_id, token, name, 0, None)}
 
 
-@router.put("/uploads/{job_id}/{name}")
+@router.put("/uploads/{job_id}/{name:path}")
 async def upload_chunk(
     job_id: int,
     name: str,
