@@ -35,6 +35,7 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.jobs.runner import LocalWorker
+from loraloop.providers import work as provider_work
 from loraloop.storage import Storage
 from loraloop.testing import make_tiny_model
 from tests.conftest import serve
@@ -193,9 +194,16 @@ def workers(tmp_path: Path) -> Iterator[Callable[[str], Workers]]:
 
 
 def test_honest_forged_and_killed_providers(
-    db: Database, settings: Settings, tmp_path: Path, workers: Callable[[str], Workers]
+    db: Database,
+    settings: Settings,
+    tmp_path: Path,
+    workers: Callable[[str], Workers],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = settings.model_copy(update={"job_lease_seconds": 8})
+    # a new node's first verified job is confirmed by a second run (here the trusted local
+    # worker referees); its second counts on verification alone
+    monkeypatch.setattr(provider_work, "PROBATION_JOBS", 1)
     owner = make_user(db)
     jobs = _training_jobs(db, settings, make_tiny_model(tmp_path / "base"), owner, 2)
     honest, forger, flaky = (make_user(db) for _ in range(3))
@@ -204,7 +212,11 @@ def test_honest_forged_and_killed_providers(
         for u in (honest, forger, flaky)
     }
     verifier = LocalWorker(
-        db, worker_id="verifier", lease_seconds=30, poll_seconds=0.3, kinds=["verify_train"]
+        db,
+        worker_id="verifier",
+        lease_seconds=30,
+        poll_seconds=0.3,
+        kinds=["verify_train", "train_check"],
     )
     verifier.start()
 
@@ -277,6 +289,15 @@ def test_honest_forged_and_killed_providers(
         assert replay["passed"]
         assert replay["distance"] < 1e-3
         assert any(name.startswith("checkpoints/step-") for name in w.uploads)
+        print(w.verification["reason"], w.verification.get("confirmation"))
+    confirmed = [
+        w.verification["confirmation"]
+        for w in accepted
+        if w.verification and "confirmation" in w.verification
+    ]
+    assert len(confirmed) == 1  # the first job on probation, the second not
+    assert confirmed[0]["agreed"]
+    assert confirmed[0]["distance"] < 1e-3
     assert points[forger.id] == []
     assert points[flaky.id] == []
     assert len(points[honest.id]) == 2

@@ -56,6 +56,13 @@ KINDS: dict[str, JobKind] = {
             on_success="loraloop.mlops.gate:evaluation_succeeded",
         ),
         JobKind(
+            "train_check",
+            "loraloop.catalog.training_job",
+            submittable=False,
+            description="Trains a probationary provider's job again elsewhere to confirm it.",
+            on_success="loraloop.providers.work:confirmed",
+        ),
+        JobKind(
             "verify_train",
             "loraloop.providers.verify_job",
             submittable=False,

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,20 @@ __all__ = [
     "UPLOADS",
     "claim",
     "complete",
+    "confirmed",
     "input_file",
     "inputs",
+    "on_probation",
     "reap",
     "upload",
     "verified",
 ]
 
-REMOTE_KINDS = ("train",)
+REMOTE_KINDS = ("train", "train_check")
+PROBATION_JOBS = 2
+"""Verified jobs a provider node does before its results count without a second run."""
+AGREE_TOLERANCE = 0.05
+"""Largest relative distance between two runs of the same training for them to agree."""
 UPLOADS = ("adapter_model.safetensors", "adapter_config.json", "README.md")
 """The PEFT folder a node uploads (safetensors only), plus its audit trail: every checkpoint
 (``checkpoints/step-NNNNNN/...``), of which the verifier replays one segment."""
@@ -105,6 +112,8 @@ def _lost(session: Session, job_ids: list[int]) -> None:
 def _eligible(node: ProviderNode, job: Job) -> bool:
     payload = job.payload
     if node.id in (payload.get("exclude_nodes") or []):
+        return False
+    if node.owner_id in (payload.get("exclude_owners") or []):
         return False
     if not node.trusted and (
         job.kind not in REMOTE_KINDS
@@ -371,9 +380,16 @@ def _work(session: Session, job: Job) -> ProviderWork:
     return work
 
 
+def on_probation(node: ProviderNode) -> bool:
+    """A provider node's first ``PROBATION_JOBS`` verified jobs are each confirmed by a second
+    run elsewhere (another owner's node, or a trusted worker)."""
+    return not node.trusted and node.verified_ok < PROBATION_JOBS
+
+
 def verified(session: Session, verify: Job) -> None:
-    """Success hook of ``verify_train``: complete the held job and credit the node, or put
-    the job back in the queue without that node."""
+    """Success hook of ``verify_train``: complete the held job and credit the node (after a
+    confirming run elsewhere while the node is on probation), or put the job back in the
+    queue without that node."""
     payload, outcome = verify.payload, verify.result or {}
     work = session.get(ProviderWork, payload["work_id"])
     job = session.get(Job, payload["job_id"])
@@ -381,16 +397,32 @@ def verified(session: Session, verify: Job) -> None:
         return
     node = session.get(ProviderNode, work.node_id)
     work.verification, work.finished_at = outcome, utcnow()
-    if outcome.get("passed"):
-        work.status = "accepted"
-        if node is not None:
-            node.verified_ok += 1
-        assert job.result is not None
-        queue.complete(session, job.id, payload["hold_token"], job.result)
-        if node is not None:
-            _credit(session, node, work, outcome)
+    if not outcome.get("passed"):
+        _reject(session, work, job, payload["hold_token"], str(outcome.get("reason")))
         return
+    if node is not None and job.kind == "train" and on_probation(node):
+        work.status = "confirming"
+        _confirm(session, work, job, node, payload["hold_token"])
+        return
+    _accept(session, work, job, payload["hold_token"], outcome)
+
+
+def _accept(
+    session: Session, work: ProviderWork, job: Job, hold: str, outcome: dict[str, Any]
+) -> None:
+    work.status = "accepted"
+    node = session.get(ProviderNode, work.node_id)
+    if node is not None:
+        node.verified_ok += 1
+    assert job.result is not None
+    queue.complete(session, job.id, hold, job.result)
+    if node is not None:
+        _credit(session, node, work, outcome)
+
+
+def _reject(session: Session, work: ProviderWork, job: Job, hold: str, reason: str) -> None:
     work.status = "rejected"
+    node = session.get(ProviderNode, work.node_id)
     if node is not None:
         node.verified_bad += 1
     job.payload = {
@@ -400,11 +432,84 @@ def verified(session: Session, verify: Job) -> None:
     queue.fail(
         session,
         job.id,
-        payload["hold_token"],
-        f"node {work.node_id}'s result failed verification: {outcome.get('reason')}; "
-        "queued again for another node",
+        hold,
+        f"node {work.node_id}'s result failed verification: {reason}; queued again for "
+        "another node",
         retryable=True,
     )
+
+
+def _confirm(session: Session, work: ProviderWork, job: Job, node: ProviderNode, hold: str) -> Job:
+    """Queue the same training again (``train_check``), for anyone but this node's owner."""
+    job.lease_expires_at = utcnow() + timedelta(seconds=HOLD_SECONDS)
+    check = queue.enqueue(
+        session,
+        _owner(session, job),
+        "train_check",
+        {
+            **job.payload,
+            "output_dir": str(Path(job.payload["output_dir"]) / f"check-of-work-{work.id}"),
+            "exclude_owners": [node.owner_id],
+            "exclude_nodes": [],
+            "check_of": {"job_id": job.id, "work_id": work.id, "hold_token": hold},
+        },
+        submitted=False,
+        max_attempts=3,
+    )
+    work.verification = {**(work.verification or {}), "confirmation_job": check.id}
+    session.flush()
+    return check
+
+
+def confirmed(session: Session, check: Job) -> None:
+    """Success hook of ``train_check``: the two runs must agree (their weights within
+    ``AGREE_TOLERANCE`` of each other) before the probationary node's result counts."""
+    info = check.payload["check_of"]
+    work = session.get(ProviderWork, info["work_id"])
+    job = session.get(Job, info["job_id"])
+    if work is None or job is None or work.status != "confirming" or job.result is None:
+        return
+    distance = _distance(
+        Path(job.result["adapter_dir"]) / "adapter_model.safetensors",
+        Path((check.result or {})["adapter_dir"]) / "adapter_model.safetensors",
+    )
+    agreed = distance is not None and distance <= AGREE_TOLERANCE
+    work.verification = {
+        **(work.verification or {}),
+        "confirmation": {
+            "job_id": check.id,
+            "distance": None if distance is None else round(distance, 8),
+            "tolerance": AGREE_TOLERANCE,
+            "agreed": agreed,
+        },
+    }
+    if agreed:
+        _accept(session, work, job, info["hold_token"], work.verification)
+    else:
+        _reject(
+            session,
+            work,
+            job,
+            info["hold_token"],
+            f"a second run elsewhere lands {distance if distance is not None else '?'} away "
+            f"(relative; at most {AGREE_TOLERANCE} allowed)",
+        )
+
+
+def _distance(first: Path, second: Path) -> float | None:
+    """Relative L2 distance between two adapters' weights (None: not comparable)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    try:
+        a, b = load_file(str(first)), load_file(str(second))
+    except (OSError, ValueError):
+        return None
+    if set(a) != set(b):
+        return None
+    gap = sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a)
+    size = sum(float(np.sum(a[k].astype(np.float64) ** 2)) for k in a)
+    return math.sqrt(gap / size) if size else None
 
 
 def _credit(
