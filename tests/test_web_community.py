@@ -577,7 +577,7 @@ def test_the_points_page_lists_every_entry_with_its_factors_and_source(
         for term in terms:  # each factor of the formula with its value
             value = community_views.number(e.breakdown[term])
             assert re.search(
-                rf'data-factor="{term}"><span class="cm-equation__value">{re.escape(value)}<', block
+                rf'data-factor="{term}"><span class="equation__value">{re.escape(value)}<', block
             ), (e.kind, term)
         assert f"{community_views.number(e.millipoints / 1000)}</span>" in block
         if e.kind == "contribution":

@@ -18,6 +18,7 @@ from loraloop.web import (
     pages_data,
     pages_maintenance,
     pages_playground,
+    pages_providers,
 )
 from loraloop.web.routes import router
 from loraloop.web.templates import render
@@ -53,6 +54,7 @@ def install(app: FastAPI) -> None:
         pages_maintenance,
         pages_apps,
         pages_community,
+        pages_providers,
     )
     for area in areas:
         app.include_router(area.router)

@@ -233,8 +233,14 @@ def _state(key: ApiKey, now: datetime) -> str:
 
 
 @router.get("/keys", name="keys_page")
-def keys_page(request: Request, viewer: PageViewer, db: AppDatabase) -> Response:
-    """Your API keys (never their secrets), a form to issue one, and revocation."""
+def keys_page(
+    request: Request,
+    viewer: PageViewer,
+    db: AppDatabase,
+    scope: Annotated[str, Query(max_length=40)] = "",
+) -> Response:
+    """Your API keys (never their secrets), a form to issue one, and revocation;
+    ``?scope=provider`` (from the compute page) starts the form on a provider key."""
     if viewer.user is None:
         return _see_other("/signin")
     now = utcnow()
@@ -246,6 +252,7 @@ def keys_page(request: Request, viewer: PageViewer, db: AppDatabase) -> Response
         "keys": list(reversed(keys)),  # newest first
         "deployment_names": names,
         "is_admin": viewer.user.role == "admin",
+        "provider_first": scope == "provider",
     }
     return render(request, viewer, "keys.html", context)
 

@@ -8,11 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
 from loraloop.api.deps import CurrentUser, DbSession
-from loraloop.db.tables import PointsEntry
-from loraloop.providers import nodes, work
+from loraloop.providers import earnings, nodes, work
 
 router = APIRouter(prefix="/api/providers", tags=["providers"])
 
@@ -52,11 +50,7 @@ def summary(user: CurrentUser, session: DbSession) -> ProviderSummary:
     """Your nodes with their reliability, their recent work and its verification, and the
     compute points it earned."""
     mine = nodes.mine(session, user)
-    earned = session.scalar(
-        select(func.coalesce(func.sum(PointsEntry.millipoints), 0)).where(
-            PointsEntry.user_id == user.id, PointsEntry.kind == "compute"
-        )
-    )
+    earned = earnings.total(session, user)
     return ProviderSummary(
         nodes=[
             NodePublic(
@@ -85,5 +79,5 @@ def summary(user: CurrentUser, session: DbSession) -> ProviderSummary:
             )
             for w in work.recent(session, [n.id for n in mine])
         ],
-        points=int(earned or 0) / 1000,
+        points=earned / 1000,
     )
