@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     judge_model: str | None = None
     """The model name to ask at ``judge_base_url``."""
 
+    public_url: str | None = None
+    """The URL people reach this server at (``https://loraloop.example``): wallet sign-in
+    messages must name its host. Unset: the host the request came to."""
+
+    chain_id: int = Field(default=131277322940537, ge=1)
+    """The EVM chain rewards are paid on; wallet sign-in messages must name it (the default is
+    the embedded chain's)."""
+
     review_k: int = Field(default=3, ge=1, le=15)
     """Reviewers drawn for each community contribution."""
 

@@ -26,6 +26,7 @@ from loraloop.api.routes import (
     openai,
     playground,
     providers,
+    wallet,
 )
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
@@ -98,6 +99,7 @@ def create_app(
         maintenance,
         playground,
         providers,
+        wallet,
     )
     for module in (openai, feedback, *routers, worker_routes):
         app.include_router(module.router)

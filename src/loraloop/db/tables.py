@@ -59,6 +59,7 @@ __all__ = [
     "RetrainPolicy",
     "RetrainRun",
     "ReviewAssignment",
+    "SiweNonce",
     "Trace",
     "TrainingCandidate",
     "UsageDaily",
@@ -695,6 +696,20 @@ class WalletLink(Base):
     """Lower-case 0x hex."""
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     unlinked_at: Mapped[datetime | None]
+
+
+class SiweNonce(Base):
+    """A single-use nonce for one Sign-In with Ethereum message, bound to the account that
+    asked for it."""
+
+    __tablename__ = "siwe_nonces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
 
 
 # contributions --------------------------------------------------------------------------
