@@ -1,0 +1,51 @@
+"""The chain client on the embedded chain (py-evm through web3.py): deploy the reward
+contracts, publish an epoch once even when asked twice, relay claims, and one error type for
+every revert."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from loraloop.chain import merkle
+from loraloop.chain.client import Chain, ChainError
+
+KEY = bytes.fromhex("44" * 32)
+
+
+@pytest.fixture(scope="module")
+def chain() -> Chain:
+    return Chain.embedded(KEY)
+
+
+def test_publish_once_claim_once(chain: Chain) -> None:
+    rewards = chain.deploy_rewards(name="loraloop reward", symbol="LLR", cap=0)
+    people = [Account.create().address for _ in range(3)]
+    amounts = [5 * 10**18, 0, 123]
+    leaves = [(i, a, m) for i, (a, m) in enumerate(zip(people, amounts, strict=True))]
+    tree = merkle.MerkleTree.of(leaves)
+    sent = chain.publish(rewards, 1, tree.root, sum(amounts))
+    assert sent is not None
+    block = chain.web3.eth.block_number
+    assert chain.publish(rewards, 1, tree.root, sum(amounts)) is None  # already on chain
+    assert chain.web3.eth.block_number == block  # nothing was sent the second time
+    with pytest.raises(ChainError, match="another root"):
+        chain.publish(rewards, 1, b"\x02" * 32, 1)
+    chain.claim(rewards, 1, 0, people[0], amounts[0], list(tree.proof(0)))
+    assert chain.balance_of(rewards, people[0]) == amounts[0]
+    assert chain.is_claimed(rewards, 1, 0)
+    with pytest.raises(ChainError) as again:
+        chain.claim(rewards, 1, 0, people[0], amounts[0], list(tree.proof(0)))
+    assert again.value.reason == "MerkleDistributor: already claimed"
+    with pytest.raises(ChainError) as forged:
+        chain.claim(rewards, 1, 2, people[2], 124, list(tree.proof(2)))
+    assert forged.value.reason == "MerkleDistributor: invalid proof"
+    data = chain.claim_calldata(rewards, 1, 2, people[2], 123, list(tree.proof(2)))
+    fn, args = chain.contract("MerkleDistributor", rewards.distributor).decode_function_input(data)
+    assert fn.fn_name == "claim"
+    assert args["amount"] == 123
+
+
+def test_the_key_never_shows(chain: Chain) -> None:
+    assert KEY.hex() not in repr(chain)
+    assert "signer=" in repr(chain)
