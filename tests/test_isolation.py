@@ -5,6 +5,7 @@ The routes come from the app itself, so a new route with an id is covered automa
 path parameter without a factory below fails the test until one is added."""
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ from fastapi.testclient import TestClient
 
 from loraloop.catalog import adapters
 from loraloop.config import Settings
-from loraloop.db.engine import Database
+from loraloop.db.engine import Database, utcnow
 from loraloop.db.tables import (
+    Contribution,
     EvalSuite,
     GateDecision,
     RetrainRun,
+    ReviewAssignment,
     TrainingCandidate,
     User,
 )
@@ -52,6 +55,19 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/suites/{suite_id}/cases"): {"cases": [{"prompt": "x", "expected": "y"}]},
     ("POST", "/api/adapters/{adapter_id}/evaluations"): {"versions": [1]},
     ("POST", "/api/decisions/{decision_id}/override"): {"promote": True, "reason": "mine now"},
+    ("POST", "/api/adapters/{adapter_id}/contributions"): {
+        "kind": "example",
+        "item": {"prompt": "mine now?", "completion": "yes"},
+    },
+    ("POST", "/api/adapters/{adapter_id}/gold"): {
+        "item": {"prompt": "gold?", "completion": "yes"},
+        "verdict": "accept",
+    },
+    ("POST", "/api/adapters/{adapter_id}/invites"): {"email": "intruder@example.com"},
+    ("PUT", "/api/adapters/{adapter_id}/reviewer"): {"reviewer": True},
+    ("POST", "/api/contributions/{contribution_id}/decision"): {"accept": True},
+    ("POST", "/api/reviews/{assignment_id}/commit"): {"commitment": "a" * 64},
+    ("POST", "/api/reviews/{assignment_id}/reveal"): {"verdict": "accept", "salt": "saltsalt"},
 }
 
 _DATASET = b'{"prompt": "Hi", "completion": "Hello"}\n'
@@ -70,7 +86,35 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
     "suite_id": lambda db, user: _maintenance_row(db, user, "suite"),
     "decision_id": lambda db, user: _maintenance_row(db, user, "decision"),
     "candidate_id": lambda db, user: _maintenance_row(db, user, "candidate"),
+    # community rows (tests/test_community_api.py has more)
+    "contribution_id": lambda db, user: _community_row(db, user, "contribution"),
+    "assignment_id": lambda db, user: _community_row(db, user, "assignment"),
 }
+
+
+def _community_row(db: Database, user: User, kind: str) -> int:
+    """A pending item the user offered to their own private adapter, or a review the user was
+    drawn for on it."""
+    adapter_id = _adapter_id(db, user, name=kind)
+    with db.session() as session:
+        item = Contribution(
+            adapter_id=adapter_id,
+            author_id=user.id,
+            kind="example",
+            messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            provenance={"via": "api"},
+            content_sha256=f"{kind}-{user.id}".ljust(64, "0"),
+        )
+        session.add(item)
+        session.flush()
+        if kind == "contribution":
+            return int(item.id)
+        review = ReviewAssignment(
+            contribution_id=item.id, reviewer_id=user.id, due_at=utcnow() + timedelta(days=1)
+        )
+        session.add(review)
+        session.flush()
+        return int(review.id)
 
 
 def _maintenance_row(db: Database, user: User, kind: str) -> int:

@@ -40,6 +40,9 @@ APPLY: dict[str, Apply] = {
     "heartbeat": lambda s, _o, job_id: queue.heartbeat(s, job_id, TOKEN, lease_seconds=30),
     "complete": lambda s, _o, job_id: queue.complete(s, job_id, TOKEN, {"ok": True}),
     "fail": lambda s, _o, job_id: queue.fail(s, job_id, TOKEN, "boom"),
+    "hand_over": lambda s, _o, job_id: queue.hand_over(
+        s, job_id, TOKEN, to_token="f" * 32, hold_seconds=60, result={"claimed": True}
+    ),
     "reap": _reap,
     "cancel": lambda s, owner, job_id: queue.cancel(s, owner, job_id),
     "retry": lambda s, owner, job_id: queue.retry(s, owner, job_id),
