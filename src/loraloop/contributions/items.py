@@ -8,11 +8,9 @@ Every item keeps its provenance: how it arrived and where its author says it com
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import unicodedata
+import functools
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +20,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters, aliases
 from loraloop.config import Settings
-from loraloop.contributions import review, rules, settle
-from loraloop.datasets import formats
+from loraloop.contributions import content, review, rules, settle
 from loraloop.db.engine import utcnow
 from loraloop.db.tables import (
     Adapter,
@@ -35,7 +32,6 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, RateLimited
-from loraloop.mlops import suites
 from loraloop.storage import Storage
 
 __all__ = [
@@ -58,9 +54,8 @@ __all__ = [
 ]
 
 KINDS = ("example", "eval_case", "correction")
-SUBMITTABLE = ("example", "eval_case")
-"""Corrections arrive through feedback on an answer, not by submission."""
-MAX_ITEM_BYTES = 64 * 1024
+SUBMITTABLE = content.SUBMITTABLE
+user_text = content.user_text
 
 
 def adapter_for(session: Session, user: User, adapter_id: int) -> Adapter:
@@ -133,43 +128,6 @@ def enrol(session: Session, user: User, adapter_id: int, *, reviewer: bool) -> C
 # submitting --------------------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def user_text(messages: list[dict[str, str]]) -> str:
-    """What an item asks: its user turns, one per line (what MiniLM compares)."""
-    return "\n".join(m["content"] for m in messages if m["role"] == "user")
-
-
-def _parse(kind: str, item: dict[str, Any]) -> tuple[list[dict[str, str]], Any, str | None]:
-    if kind == "example":
-        raw = json.dumps(item, ensure_ascii=False).encode("utf-8")
-        try:
-            parsed = formats.read_jsonl(io.BytesIO(raw), max_bytes=MAX_ITEM_BYTES)
-        except formats.DatasetInvalid as exc:
-            problems = "; ".join(
-                p.message if not p.field else f"{p.field}: {p.message}" for p in exc.problems
-            )
-            raise InvalidRequest(f"the example is not valid: {problems}", param="item") from exc
-        messages = parsed.examples[0].messages
-        if messages[-1]["role"] != "assistant":
-            raise InvalidRequest("an example ends with the assistant's answer", param="item")
-        return messages, None, None
-    if kind == "eval_case":
-        if len(json.dumps(item, ensure_ascii=False)) > MAX_ITEM_BYTES:
-            raise InvalidRequest("an eval case has at most 64 KiB", param="item")
-        messages, expected, metric = suites.parse_case(item, "contains")
-        return messages, expected, metric
-    allowed = ", ".join(SUBMITTABLE)
-    raise InvalidRequest(
-        f"kind {kind!r} cannot be submitted; use one of: {allowed} (corrections come from "
-        "feedback on an answer)",
-        param="kind",
-    )
-
-
 def _rate_limit(session: Session, settings: Settings, user: User) -> None:
     since = utcnow() - timedelta(hours=1)
     recent = list(
@@ -206,11 +164,11 @@ def submit(
     adapter = adapter_for(session, user, adapter_id)
     if kind not in KINDS:
         raise InvalidRequest(f"kind {kind!r} must be one of {', '.join(SUBMITTABLE)}", param="kind")
-    messages, expected, metric = _parse(kind, item)
+    messages, expected, metric = content.parse(kind, item)
     if source is not None and len(source) > 500:
         raise InvalidRequest("source has at most 500 characters", param="source")
     _rate_limit(session, settings, user)
-    digest = hashlib.sha256(_canonical([kind, messages, expected]).encode("utf-8")).hexdigest()
+    digest = content.digest(kind, messages, expected)
     same = session.scalar(
         select(Contribution).where(
             Contribution.adapter_id == adapter.id, Contribution.content_sha256 == digest
@@ -265,8 +223,8 @@ def add_gold(
         raise InvalidRequest("a gold item's verdict is accept or reject", param="verdict")
     if kind not in SUBMITTABLE:
         raise InvalidRequest(f"kind {kind!r} must be one of {', '.join(SUBMITTABLE)}", param="kind")
-    messages, expected, metric = _parse(kind, item)
-    digest = hashlib.sha256(_canonical(["gold", kind, messages, expected]).encode()).hexdigest()
+    messages, expected, metric = content.parse(kind, item)
+    digest = content.digest("gold", kind, messages, expected)
     if session.scalar(
         select(Contribution.id).where(
             Contribution.adapter_id == adapter.id, Contribution.content_sha256 == digest
@@ -294,9 +252,7 @@ def add_gold(
 def from_candidate(session: Session, candidate: TrainingCandidate) -> Contribution:
     """Someone else's correction of an adapter's answer, put to review. The maintenance tick
     embeds it and draws its reviewers (:func:`loraloop.contributions.review.maintain`)."""
-    digest = hashlib.sha256(
-        _canonical(["correction", candidate.messages, candidate.id]).encode("utf-8")
-    ).hexdigest()
+    digest = content.digest("correction", candidate.messages, candidate.id)
     row = Contribution(
         adapter_id=candidate.adapter_id,
         author_id=candidate.author_id,
@@ -367,16 +323,13 @@ def _place(
             )
     row.embedding = vector.astype(np.float32).tobytes()
     row.novelty = round(novelty, 4)
-    row.drift_cluster = _drift_cluster(session, model, row.adapter_id, vector)
+    row.drift_cluster = _drift_cluster(session, row.adapter_id, vector)
 
 
 def _training_inputs(
     session: Session, settings: Settings, storage: Storage, adapter_id: int
-) -> tuple[list[str], np.ndarray | None]:
+) -> tuple[tuple[str, ...], np.ndarray | None]:
     """The champion's training inputs and their MiniLM matrix (the drift check's cache)."""
-    from loraloop.ml import embeddings
-    from loraloop.mlops.drift_job import training_inputs
-
     champion = aliases.current(session, adapter_id, "champion")
     data = (
         session.get(DatasetVersion, champion.dataset_version_id)
@@ -384,19 +337,22 @@ def _training_inputs(
         else None
     )
     if data is None:
-        return [], None
-    path = storage.path(data.train_sha256)
-    texts = training_inputs(path)
-    cache = settings.home / "cache" / "embeddings" / f"{path.name}.safetensors"
-    if cache.exists():
-        return texts, embeddings.load_matrix(cache)
-    matrix = embeddings.load_minilm().embed(texts)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    embeddings.save_matrix(cache, matrix)
-    return texts, matrix
+        return (), None
+    return _reference(str(storage.path(data.train_sha256)), str(settings.home))
 
 
-def _drift_cluster(session: Session, model: Any, adapter_id: int, vector: np.ndarray) -> str | None:
+@functools.lru_cache(maxsize=16)
+def _reference(train_file: str, home: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Read and embedded once per process: a training file is content-addressed, so it never
+    changes under its name."""
+    from loraloop.mlops.drift_job import reference_cache, reference_matrix, training_inputs
+
+    path = Path(train_file)
+    matrix = reference_matrix(path, reference_cache(Path(home), path))
+    return tuple(training_inputs(path)), matrix
+
+
+def _drift_cluster(session: Session, adapter_id: int, vector: np.ndarray) -> str | None:
     """The label of the latest drift alarm's cluster the item covers, if any (last 30 days)."""
     report = session.scalar(
         select(DriftReport)
@@ -411,14 +367,32 @@ def _drift_cluster(session: Session, model: Any, adapter_id: int, vector: np.nda
     if report is None:
         return None
     best: tuple[float, str | None] = (rules.DRIFT_COVER_COSINE, None)
-    for cluster in (report.input or {}).get("clusters") or []:
-        examples = [e for e in cluster.get("examples") or [] if isinstance(e, str)]
-        if not examples:
-            continue
-        similarity = float(np.max(model.embed(examples) @ vector))
+    for label, examples in _cluster_examples(report.id, _examples_of(report.input)):
+        similarity = float(np.max(examples @ vector))
         if similarity >= best[0]:
-            best = (similarity, str(cluster.get("label") or examples[0])[:200])
+            best = (similarity, label)
     return best[1]
+
+
+def _examples_of(report_input: dict[str, Any] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for cluster in (report_input or {}).get("clusters") or []:
+        examples = tuple(e for e in cluster.get("examples") or [] if isinstance(e, str))
+        if examples:
+            out.append((str(cluster.get("label") or examples[0])[:200], examples))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=32)
+def _cluster_examples(
+    report_id: int, clusters: tuple[tuple[str, tuple[str, ...]], ...]
+) -> list[tuple[str, np.ndarray]]:
+    """Each cluster's label and example embeddings, embedded once per drift report (a report
+    never changes), not once per contribution."""
+    from loraloop.ml import embeddings
+
+    model = embeddings.load_minilm()
+    return [(label, model.embed(list(examples))) for label, examples in clusters]
 
 
 # deciding and reading ----------------------------------------------------------------------

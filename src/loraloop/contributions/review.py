@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters
 from loraloop.config import Settings
-from loraloop.contributions import reputation, rules, settle
+from loraloop.contributions import content, reputation, rules, settle
 from loraloop.db.engine import utcnow
 from loraloop.db.tables import (
     CommunityMember,
@@ -291,11 +291,9 @@ def reveal(
 
 
 def _check_edit(row: Contribution, edited: list[dict[str, str]]) -> list[dict[str, str]]:
-    from loraloop.contributions.items import _parse
-
     if "fix" not in verdicts_for(row.kind):
         raise InvalidRequest("an eval case is accepted or rejected, not fixed", param="verdict")
-    messages, _, _ = _parse("example", {"messages": edited})
+    messages, _, _ = content.parse("example", {"messages": edited})
     return messages
 
 

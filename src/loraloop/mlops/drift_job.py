@@ -15,7 +15,7 @@ from typing import Any
 
 from loraloop.errors import InvalidRequest
 
-__all__ = ["run", "training_inputs", "validate"]
+__all__ = ["reference_cache", "reference_matrix", "run", "training_inputs", "validate"]
 
 _NEEDS = ("train_file", "reference_cache", "texts")
 
@@ -39,19 +39,33 @@ def training_inputs(path: Path) -> list[str]:
     return texts
 
 
+def reference_cache(home: Path, train_file: Path) -> Path:
+    """Where a training file's input embeddings are kept (named by the file's hash)."""
+    return home / "cache" / "embeddings" / f"{train_file.name}.safetensors"
+
+
+def reference_matrix(
+    train_file: Path, cache: Path, report: Callable[[dict[str, Any]], None] = lambda _e: None
+) -> Any:
+    """The MiniLM matrix of a training file's user turns: from the cache, or embedded once and
+    cached."""
+    from loraloop.ml import embeddings
+
+    if cache.exists():
+        return embeddings.load_matrix(cache)
+    report({"event": "embedding_training_inputs"})
+    matrix = embeddings.load_minilm().embed(training_inputs(train_file))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    embeddings.save_matrix(cache, matrix)
+    return matrix
+
+
 def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     from loraloop.ml import drift, embeddings
 
     report({"event": "started", "pid": os.getpid()})
     model = embeddings.load_minilm()
-    cache = Path(payload["reference_cache"])
-    if cache.exists():
-        matrix = embeddings.load_matrix(cache)
-    else:
-        report({"event": "embedding_training_inputs"})
-        matrix = model.embed(training_inputs(Path(payload["train_file"])))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        embeddings.save_matrix(cache, matrix)
+    matrix = reference_matrix(Path(payload["train_file"]), Path(payload["reference_cache"]), report)
     ref = drift.reference(matrix, seed=int(payload.get("seed", 0)))
     texts = list(payload["texts"])
     result = drift.input_drift(

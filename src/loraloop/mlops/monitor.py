@@ -29,7 +29,7 @@ from loraloop.db.tables import (
 )
 from loraloop.jobs import queue
 from loraloop.ml import drift
-from loraloop.mlops import policy
+from loraloop.mlops import drift_job, policy
 from loraloop.mlops.promotion import BAD
 
 __all__ = ["drift_checked", "due", "enqueue_check", "quality", "reports", "text_of"]
@@ -126,9 +126,7 @@ def enqueue_check(
         "first_trace_at": traces[-1].created_at.isoformat(),
         "last_trace_at": traces[0].created_at.isoformat(),
         "train_file": str(train_file),
-        "reference_cache": str(
-            settings.home / "cache" / "embeddings" / f"{train_file.name}.safetensors"
-        ),
+        "reference_cache": str(drift_job.reference_cache(settings.home, train_file)),
         "texts": [text_of(t.request) for t in reversed(traces)],
         "alpha": settings.drift_alpha,
     }

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
 from loraloop.db.engine import utcnow
-from loraloop.db.tables import Job, ProviderNode, ProviderWork
+from loraloop.db.tables import Job, ProviderNode, ProviderWork, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from loraloop.jobs import queue
 from loraloop.jobs.states import ACTIVE
@@ -365,9 +365,7 @@ def complete(
     return job
 
 
-def _owner(session: Session, job: Job) -> Any:
-    from loraloop.db.tables import User
-
+def _owner(session: Session, job: Job) -> User:
     owner = session.get(User, job.owner_id)
     assert owner is not None
     return owner

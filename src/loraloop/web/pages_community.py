@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from loraloop.api.deps import AppDatabase, AppSettings, AppStorage
-from loraloop.contributions import items, reputation, rules, standings
+from loraloop.contributions import content, items, reputation, rules, standings
 from loraloop.db.engine import Database
 from loraloop.db.tables import User
 from loraloop.errors import Conflict, InvalidRequest, PermissionDenied, RateLimited
@@ -46,7 +46,7 @@ router = APIRouter(include_in_schema=False)
 
 AdapterId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Token = Annotated[str, Form(max_length=256)]
-Text = Annotated[str, Form(max_length=items.MAX_ITEM_BYTES)]
+Text = Annotated[str, Form(max_length=content.MAX_ITEM_BYTES)]
 Short = Annotated[str, Form(max_length=2000)]
 Kind = Annotated[Literal["example", "eval_case"], Form()]
 Flag = Annotated[Literal["true", "false"], Form()]

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from loraloop.api.deps import AppDatabase, AppSettings, DbSession, bearer_secret
 from loraloop.api.schemas import Strict
@@ -309,10 +310,13 @@ async def upload_chunk(
         chunk += piece
         if len(chunk) > work.CHUNK:
             raise PayloadTooLarge(f"a chunk has at most {work.CHUNK} bytes")
-    with db.session() as session:
-        node = _provider_node(session, caller, job_id)
-        size = work.upload(session, settings, node, job_id, token, name, offset, bytes(chunk))
-    return {"size": size}
+
+    def store() -> int:  # database and disk work off the event loop
+        with db.session() as session:
+            node = _provider_node(session, caller, job_id)
+            return work.upload(session, settings, node, job_id, token, name, offset, bytes(chunk))
+
+    return {"size": await run_in_threadpool(store)}
 
 
 def _provider_node(session: Session, caller: Caller, job_id: int) -> ProviderNode:
