@@ -159,6 +159,7 @@ def worker(
         typer.secho("error: give --token or set LORALOOP_PROVIDER_TOKEN", fg="red", err=True)
         raise typer.Exit(code=1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per long-poll
     agent = Agent(
         server,
         secret,
