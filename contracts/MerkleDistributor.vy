@@ -5,7 +5,10 @@
         StandardMerkleTree format for (uint256 index, address account, uint256 amount):
         keccak256(keccak256(abi.encode(index, account, amount))), pairs hashed sorted.
         `claim` pays `account` whoever sends it, so a claim can be relayed (gasless for the
-        claimant). A claimed bitmap per epoch stops a second claim. Our own code; no library.
+        claimant). A claimed bitmap per epoch stops a second claim. `outstanding` is what
+        published roots still owe; a root is only published when the distributor holds it
+        and the new total, so funding can be topped up idempotently before publishing.
+        Our own code; no library.
 """
 
 from ethereum.ercs import IERC20
@@ -30,6 +33,7 @@ token: public(immutable(IERC20))
 owner: public(address)
 roots: public(HashMap[uint256, bytes32])
 totals: public(HashMap[uint256, uint256])
+outstanding: public(uint256)
 claimed_words: HashMap[uint256, HashMap[uint256, uint256]]
 
 
@@ -44,8 +48,10 @@ def publish(epoch: uint256, root: bytes32, total: uint256):
     assert msg.sender == self.owner, "MerkleDistributor: only the owner publishes"
     assert root != empty(bytes32), "MerkleDistributor: empty root"
     assert self.roots[epoch] == empty(bytes32), "MerkleDistributor: epoch already published"
+    assert staticcall token.balanceOf(self) >= self.outstanding + total, "MerkleDistributor: underfunded"
     self.roots[epoch] = root
     self.totals[epoch] = total
+    self.outstanding += total
     log RootPublished(epoch=epoch, root=root, total=total)
 
 
@@ -70,6 +76,7 @@ def claim(
     assert self._verify(proof, root, leaf), "MerkleDistributor: invalid proof"
     word: uint256 = index // 256
     self.claimed_words[epoch][word] = self.claimed_words[epoch][word] | (1 << (index % 256))
+    self.outstanding -= amount
     assert extcall token.transfer(account, amount), "MerkleDistributor: transfer failed"
     log Claimed(epoch=epoch, index=index, account=account, amount=amount)
 

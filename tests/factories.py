@@ -176,3 +176,21 @@ def make_trace(db: Database, user: User, *, answer: str = "480円です。") -> 
         session.add(row)
         session.flush()
         return row
+
+
+def link_wallet(client: TestClient, auth: dict[str, str], account: Any) -> str:
+    """Link ``account`` (an eth-account key) as the payout wallet through Sign-In with
+    Ethereum; returns the lower-case address."""
+    from eth_account.messages import encode_defunct
+
+    issued = client.post("/api/wallet/nonce", headers=auth, json={"address": account.address})
+    assert issued.status_code == 201, issued.text
+    message = issued.json()["message"]
+    signature = account.sign_message(encode_defunct(text=message)).signature.hex()
+    linked = client.post(
+        "/api/wallet/link",
+        headers=auth,
+        json={"message": message, "signature": "0x" + signature.removeprefix("0x")},
+    )
+    assert linked.status_code == 200, linked.text
+    return str(linked.json()["address"])

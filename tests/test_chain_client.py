@@ -11,6 +11,7 @@ from loraloop.chain import merkle
 from loraloop.chain.client import Chain, ChainError
 
 KEY = bytes.fromhex("44" * 32)
+KEY_PERSON = Account.from_key(bytes.fromhex("55" * 32)).address
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,16 @@ def test_publish_once_claim_once(chain: Chain) -> None:
 def test_the_key_never_shows(chain: Chain) -> None:
     assert KEY.hex() not in repr(chain)
     assert "signer=" in repr(chain)
+
+
+def test_a_retry_after_minting_mints_nothing_more(chain: Chain) -> None:
+    """A crash between funding and publishing: the retry tops up only the shortfall."""
+    rewards = chain.deploy_rewards(name="loraloop reward", symbol="LLR", cap=0)
+    tree = merkle.MerkleTree.of([(0, Account.create().address, 40), (1, KEY_PERSON, 60)])
+    token = chain.contract("RewardToken", rewards.token)
+    chain._send(token.functions.mint(rewards.distributor, 100))  # the first attempt's mint
+    assert chain.publish(rewards, 1, tree.root, 100) is not None
+    assert chain.call(token.functions.totalSupply()) == 100
+    second = merkle.MerkleTree.of([(0, KEY_PERSON, 5)])
+    chain.publish(rewards, 2, second.root, 5)  # epoch 1 still owes 100: mint 5 only
+    assert chain.call(token.functions.totalSupply()) == 105

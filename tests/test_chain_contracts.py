@@ -88,10 +88,16 @@ def test_publish_once_per_epoch_and_claims_pay_the_account_once(env: None) -> No
     with boa.env.prank(stranger), boa.reverts("MerkleDistributor: only the owner publishes"):
         distributor.publish(1, tree.root, 357)
     with boa.env.prank(owner):
-        token.mint(distributor.address, 357)
+        token.mint(distributor.address, 356)
+        with boa.reverts("MerkleDistributor: underfunded"):  # never a root it cannot pay
+            distributor.publish(1, tree.root, 357)
+        token.mint(distributor.address, 1)
         distributor.publish(1, tree.root, 357)
+        assert distributor.outstanding() == 357
         with boa.reverts("MerkleDistributor: epoch already published"):
             distributor.publish(1, b"\x01" * 32, 357)
+        with boa.reverts("MerkleDistributor: underfunded"):  # epoch 1's tokens are owed
+            distributor.publish(2, tree.root, 1)
     relayer = boa.env.generate_address("relayer")
     with boa.env.prank(relayer):  # anyone may send a claim; the account is paid
         with boa.reverts("MerkleDistributor: no root for this epoch"):
@@ -112,6 +118,7 @@ def test_publish_once_per_epoch_and_claims_pay_the_account_once(env: None) -> No
     assert token.balanceOf(accounts[1]) == 250
     assert token.balanceOf(relayer) == 0
     assert token.balanceOf(distributor.address) == 107
+    assert distributor.outstanding() == 107
 
 
 @settings(
@@ -140,3 +147,4 @@ def test_every_leaf_claims_once_in_any_order(env: None, amounts: list[int], orde
                 distributor.claim(7, i, accounts[i], amounts[i], proof)
         assert [token.balanceOf(a) for a in accounts] == amounts
         assert token.balanceOf(distributor.address) == 0
+        assert distributor.outstanding() == 0

@@ -175,6 +175,43 @@ class Settings(BaseSettings):
     """The EVM chain rewards are paid on; wallet sign-in messages must name it (the default is
     the embedded chain's)."""
 
+    chain_rpc: str | None = None
+    """A JSON-RPC endpoint of a real EVM node (``http://127.0.0.1:8545``); unset: the embedded
+    chain, in memory in this process, rebuilt from the transaction journal on every start."""
+
+    chain_key: SecretStr = SecretStr("")
+    """The platform's signer key (hex) on ``chain_rpc``; it deploys, publishes, relays claims
+    and pays their gas. Read from ``LORALOOP_CHAIN_KEY``; never logged."""
+
+    chain_key_file: Path | None = None
+    """A file holding the signer key instead. Unset, with no key, on the embedded chain: one
+    is generated into ``<home>/chain.key``."""
+
+    chain_evm_version: str = "cancun"
+    """The EVM version the contracts are compiled for (an older chain may need ``shanghai``)."""
+
+    chain_token: str | None = None
+    """Use an existing RewardToken at this address on ``chain_rpc`` (with ``chain_distributor``);
+    unset: deployed once on first use and remembered."""
+
+    chain_distributor: str | None = None
+    """The MerkleDistributor that goes with ``chain_token``."""
+
+    reward_epoch_days: float = Field(default=7.0, gt=0)
+    """Length of one reward epoch; at its end the epoch closes and its root is published."""
+
+    reward_pool: int = Field(default=1000, ge=0)
+    """Whole tokens paid out per epoch (18 decimals), shared by the points earned in it."""
+
+    reward_compute_share: float = Field(default=0.3, ge=0, le=1)
+    """Share of the pool for verified compute; the rest goes to contributions, reviews and
+    impact. A side with no points in an epoch is not minted."""
+
+    reward_token_name: str = "loraloop reward"  # noqa: S105 - a name, not a secret
+    reward_token_symbol: str = "LOOP"  # noqa: S105
+    reward_token_cap: int = Field(default=0, ge=0)
+    """Most whole tokens that may ever be minted; 0: no cap."""
+
     review_k: int = Field(default=3, ge=1, le=15)
     """Reviewers drawn for each community contribution."""
 

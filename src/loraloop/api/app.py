@@ -28,6 +28,7 @@ from loraloop.api.routes import (
     providers,
     wallet,
 )
+from loraloop.api.routes import rewards as rewards_routes
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
 from loraloop.db.engine import Database
@@ -36,6 +37,7 @@ from loraloop.gateway.engines import EngineLike, Engines
 from loraloop.gateway.service import Gateway
 from loraloop.jobs.runner import LocalWorker
 from loraloop.mlops.loop import Maintenance
+from loraloop.rewards.onchain import RewardChain
 from loraloop.storage import Storage
 
 __all__ = ["create_app"]
@@ -56,7 +58,8 @@ def create_app(
     worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
     gateway = Gateway(db, settings, Engines(settings, engine_factory), Vault(settings.secret()))
     storage = Storage(settings.home / "artifacts")
-    clock = Maintenance(db, settings, storage) if run_maintenance else None
+    rewards = RewardChain(db, settings)
+    clock = Maintenance(db, settings, storage, duties=[rewards.tick]) if run_maintenance else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +87,7 @@ def create_app(
     app.state.db = db
     app.state.storage = storage
     app.state.gateway = gateway
+    app.state.rewards = rewards
     errors.install(app)
     # /v1 first: the hot path should not be matched against every other route before it
     routers = (
@@ -99,6 +103,7 @@ def create_app(
         maintenance,
         playground,
         providers,
+        rewards_routes,
         wallet,
     )
     for module in (openai, feedback, *routers, worker_routes):

@@ -138,7 +138,9 @@ class Chain:
     def publish(self, rewards: Deployment, epoch: int, root: bytes, total: int) -> str | None:
         """Fund the distributor and publish the epoch's root, unless the chain already has a
         root for it (a retry after a crash between sending and recording): the transaction
-        hash, or None when nothing was sent."""
+        hash, or None when nothing was sent. Funding mints only the shortfall between what
+        the distributor holds and what it owes with this epoch, so a retry after a crash
+        between minting and publishing mints nothing more."""
         with self.lock:
             existing = self.root_of(rewards, epoch)
             if existing != b"\x00" * 32:
@@ -148,8 +150,11 @@ class Chain:
                     )
                 return None
             token = self.contract("RewardToken", rewards.token)
-            self._send(token.functions.mint(rewards.distributor, total))
             distributor = self.contract("MerkleDistributor", rewards.distributor)
+            owed = int(self.call(distributor.functions.outstanding())) + total
+            shortfall = owed - self.balance_of(rewards, rewards.distributor)
+            if shortfall > 0:
+                self._send(token.functions.mint(rewards.distributor, shortfall))
             receipt = self._send(distributor.functions.publish(epoch, root, total))
             return str(receipt.transactionHash.hex())
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +37,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "BaseModel",
+    "ChainDeployment",
+    "ChainJournal",
     "CommunityMember",
     "Contribution",
     "Conversation",
@@ -59,6 +62,9 @@ __all__ = [
     "RetrainPolicy",
     "RetrainRun",
     "ReviewAssignment",
+    "RewardAllocation",
+    "RewardEpoch",
+    "RewardPayout",
     "SiweNonce",
     "Trace",
     "TrainingCandidate",
@@ -697,6 +703,17 @@ class WalletLink(Base):
     linked_at: Mapped[datetime] = mapped_column(default=utcnow)
     unlinked_at: Mapped[datetime | None]
 
+    __table_args__ = (
+        # one account per address at a time, enforced by the database as well as the service
+        Index(
+            "uq_wallet_links_active_address",
+            "address",
+            unique=True,
+            sqlite_where=text("unlinked_at IS NULL"),
+            postgresql_where=text("unlinked_at IS NULL"),
+        ),
+    )
+
 
 class SiweNonce(Base):
     """A single-use nonce for one Sign-In with Ethereum message, bound to the account that
@@ -846,6 +863,97 @@ class PointsEntry(Base):
     idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
     breakdown: Mapped[dict[str, Any]]
     epoch_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RewardEpoch(Base):
+    """One payout period. ``open`` (points accrue) → ``closed`` (amounts, tree and proofs
+    stored) → ``published`` (root on chain, distributor funded); ``empty`` when it closed with
+    nothing to pay. Token amounts are decimal strings of the smallest unit (18 decimals):
+    they outgrow 64-bit integers."""
+
+    __tablename__ = "reward_epochs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """The epoch number, also the distributor's epoch on chain."""
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closes_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    rule: Mapped[dict[str, Any] | None]
+    """The rule the epoch closed under: pool, compute share, the points on each side."""
+    root: Mapped[str | None] = mapped_column(String(66))
+    total: Mapped[str | None] = mapped_column(String(80))
+    leaves: Mapped[int] = mapped_column(Integer, default=0)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    published_at: Mapped[datetime | None]
+
+
+class RewardAllocation(Base):
+    """What one user earned in one epoch: their points on each side and the tokens they
+    convert to. Paid in the first epoch tree built while the user has a linked wallet."""
+
+    __tablename__ = "reward_allocations"
+    __table_args__ = (UniqueConstraint("epoch_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch_id: Mapped[int] = mapped_column(ForeignKey("reward_epochs.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    millipoints: Mapped[dict[str, Any]]
+    """Millipoints by ledger kind (contribution, review, impact, compute)."""
+    amount: Mapped[str] = mapped_column(String(80))
+    breakdown: Mapped[dict[str, Any]]
+    """Each side's pool, total points, this user's points and the tokens they gave."""
+    payout_id: Mapped[int | None] = mapped_column(ForeignKey("reward_payouts.id"), index=True)
+
+
+class RewardPayout(Base):
+    """One leaf of an epoch's Merkle tree: an address, the amount it may claim, its proof."""
+
+    __tablename__ = "reward_payouts"
+    __table_args__ = (
+        UniqueConstraint("epoch_id", "leaf_index", name="uq_reward_payouts_leaf"),
+        UniqueConstraint("epoch_id", "address", name="uq_reward_payouts_address"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch_id: Mapped[int] = mapped_column(ForeignKey("reward_epochs.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    leaf_index: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(42))
+    """Checksummed, as in the leaf."""
+    amount: Mapped[str] = mapped_column(String(80))
+    proof: Mapped[list[str]]
+    claim_tx: Mapped[str | None] = mapped_column(String(66))
+    claimed_at: Mapped[datetime | None]
+
+
+class ChainDeployment(Base):
+    """The reward contracts on one chain (on the embedded chain: redeployed, and checked to
+    land at the same addresses, on every start)."""
+
+    __tablename__ = "chain_deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    token: Mapped[str] = mapped_column(String(42))
+    distributor: Mapped[str] = mapped_column(String(42))
+    evm_version: Mapped[str] = mapped_column(String(20))
+    deployed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChainJournal(Base):
+    """Every reward transaction the platform sent, in order: an audit trail on any chain,
+    and what rebuilds the in-memory embedded chain after a restart."""
+
+    __tablename__ = "chain_journal"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    operation: Mapped[str] = mapped_column(String(16))
+    """``publish`` or ``claim``."""
+    args: Mapped[dict[str, Any]]
+    tx_hash: Mapped[str] = mapped_column(String(66))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -135,10 +136,18 @@ def _close_failed(session: Session, done: Tick) -> None:
 
 
 class Maintenance:
-    """A background thread that ticks on its own session every ``interval`` seconds."""
+    """A background thread that ticks on its own session every ``interval`` seconds, then
+    runs each of ``duties`` (other services' periodic work, such as closing reward epochs)."""
 
-    def __init__(self, db: Database, settings: Settings, storage: Storage) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        storage: Storage,
+        duties: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self.db, self.settings, self.storage = db, settings, storage
+        self.duties = tuple(duties)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -160,3 +169,8 @@ class Maintenance:
                     log.info("maintenance: %s", done)
             except Exception:  # keep ticking through a database hiccup
                 log.exception("maintenance tick failed")
+            for duty in self.duties:
+                try:
+                    duty()
+                except Exception:  # one service's failure must not stop the others
+                    log.exception("maintenance duty %s failed", getattr(duty, "__qualname__", duty))
