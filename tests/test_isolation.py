@@ -24,9 +24,11 @@ from loraloop.db.tables import (
     ReviewAssignment,
     TrainingCandidate,
     User,
+    WalletLink,
 )
 from loraloop.gateway import conversations
 from loraloop.identity import api_keys
+from loraloop.rewards import epochs, ledger
 from tests.factories import (
     make_base_model,
     make_dataset,
@@ -89,7 +91,27 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
     # community rows (tests/test_community_api.py has more)
     "contribution_id": lambda db, user: _community_row(db, user, "contribution"),
     "assignment_id": lambda db, user: _community_row(db, user, "assignment"),
+    # an epoch whose tree pays the user (tests/test_rewards.py has more)
+    "epoch_id": lambda db, user: _epoch_paying(db, user),
 }
+
+
+def _epoch_paying(db: Database, user: User) -> int:
+    settings = Settings(env="development", home=Path("/nowhere"), secret_key="isolation-secret")
+    with db.session() as session:
+        session.add(WalletLink(user_id=user.id, address="0x" + "ab" * 20))
+        ledger.append(
+            session,
+            user_id=user.id,
+            adapter_id=None,
+            millipoints=1000,
+            kind="review",
+            source_type="test",
+            source_id=0,
+            key=f"isolation:{user.id}",
+            breakdown={},
+        )
+        return epochs.close(session, settings).id
 
 
 def _community_row(db: Database, user: User, kind: str) -> int:

@@ -73,7 +73,8 @@ def test_the_rule_splits_the_pool_by_side_and_rounds_down() -> None:
     lonely = allocate({1: {"review": 7}, 2: {"review": -50}}, pool=10**18, compute_share=0.5)
     assert [s.amount for s in lonely[1]] == [5 * 10**17]  # compute's half is not minted
     assert 2 not in lonely  # a negative total counts as nothing
-    odd = allocate({1: {"review": 1}, 2: {"review": 1}, 3: {"review": 1}}, pool=100, compute_share=0)
+    thirds = {1: {"review": 1}, 2: {"review": 1}, 3: {"review": 1}}
+    odd = allocate(thirds, pool=100, compute_share=0)
     assert sum(s.amount for ss in odd.values() for s in ss) == 99  # the dust stays unminted
 
 

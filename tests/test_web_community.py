@@ -558,7 +558,7 @@ def test_the_points_page_lists_every_entry_with_its_factors_and_source(
 ) -> None:
     as_user(client, db, world.author, "en")
     text = page(client, "/me/points")
-    assert 'aria-current="page" href="/me/points"' in text
+    assert 'aria-current="page" href="/rewards"' in text
     with db.session() as session:
         entries = list(
             session.scalars(select(PointsEntry).where(PointsEntry.user_id == world.author.id))

@@ -263,7 +263,8 @@ def test_a_duplicate_offered_on_the_community_page_is_refused_with_a_pointer(
 
     p.context.clear_cookies()
     sign_in(p, world.author)
-    p.get_by_role("navigation").get_by_role("link", name=JA("nav.points")).click()
+    p.get_by_role("navigation").get_by_role("link", name=JA("nav.rewards")).click()
+    p.get_by_role("link", name=JA("rewards.to_points")).click()
     expect(p.get_by_role("heading", level=1)).to_have_text(JA("community.points.heading"))
     expect(p.locator("[data-entry]")).to_have_count(4)
     p.screenshot(path=screenshots / "community-points-ja-light-1280.png", full_page=True)

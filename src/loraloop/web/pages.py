@@ -19,6 +19,7 @@ from loraloop.web import (
     pages_maintenance,
     pages_playground,
     pages_providers,
+    pages_rewards,
 )
 from loraloop.web.routes import router
 from loraloop.web.templates import render
@@ -55,6 +56,7 @@ def install(app: FastAPI) -> None:
         pages_apps,
         pages_community,
         pages_providers,
+        pages_rewards,
     )
     for area in areas:
         app.include_router(area.router)

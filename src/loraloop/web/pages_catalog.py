@@ -29,7 +29,7 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.gateway import deployments
-from loraloop.identity import api_keys
+from loraloop.identity import api_keys, wallets
 from loraloop.ml.models import SUGGESTED_MODELS
 from loraloop.web import i18n
 from loraloop.web.catalog_views import (
@@ -261,9 +261,20 @@ def keys_page(
 
 
 @router.get("/account", name="account_page")
-def account_page(request: Request, viewer: PageViewer) -> Response:
-    """Display name, email, language, theme and signing out."""
+def account_page(
+    request: Request, viewer: PageViewer, db: AppDatabase, settings: AppSettings
+) -> Response:
+    """Display name, email, the payout wallet, language, theme and signing out."""
     if viewer.user is None:
         return _see_other("/signin")
-    context = {"active": "account", "languages": i18n.LANGUAGES}
+    with db.session() as session:
+        history = [w.address for w in wallets.history(session, viewer.user)]
+        now = wallets.current(session, viewer.user)
+    context = {
+        "active": "account",
+        "languages": i18n.LANGUAGES,
+        "wallet_address": now.address if now else None,
+        "wallet_history": history,
+        "chain_id": settings.chain_id,
+    }
     return render(request, viewer, "account.html", context)

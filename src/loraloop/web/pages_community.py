@@ -357,7 +357,7 @@ def points_page(request: Request, viewer: PageViewer, db: AppDatabase) -> Respon
         ids = {line.entry.adapter_id for line in lines} | {row.adapter_id for row in mine}
         names = adapter_names(session, viewer.user, ids)
     context = {
-        "active": "points",
+        "active": "rewards",
         "total": number(total / 1000),
         "standing": standing,
         "probation_reviews": rules.PROBATION_REVIEWS,
