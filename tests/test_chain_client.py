@@ -1,22 +1,30 @@
-"""The chain client on the embedded chain (py-evm through web3.py): deploy the reward
+"""The chain client on the embedded chain (py-evm through web3.py) and on anvil: deploy the reward
 contracts, publish an epoch once even when asked twice, relay claims, and one error type for
 every revert."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
 
 from loraloop.chain import merkle
 from loraloop.chain.client import Chain, ChainError
+from tests import anvil
 
 KEY = bytes.fromhex("44" * 32)
 KEY_PERSON = Account.from_key(bytes.fromhex("55" * 32)).address
 
 
-@pytest.fixture(scope="module")
-def chain() -> Chain:
-    return Chain.embedded(KEY)
+@pytest.fixture(scope="module", params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """The embedded chain, and anvil over JSON-RPC: the same calls, the same errors."""
+    if request.param == "embedded":
+        yield Chain.embedded(KEY)
+        return
+    with anvil.running() as url:
+        yield Chain.rpc(url, bytes.fromhex(anvil.SIGNER_KEY[2:]), evm_version="cancun")
 
 
 def test_publish_once_claim_once(chain: Chain) -> None:

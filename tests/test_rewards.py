@@ -1,11 +1,13 @@
-"""Rewards end to end on the embedded chain: points in the ledger → an epoch closes → its root
-is on chain → the contributor claims (relayed, or from their own wallet) → the balance on
-chain equals the ledger's amount; a second claim is refused; a restart loses nothing; closing
-or publishing twice (also after a crash between sending and recording) pays once."""
+"""Rewards end to end, on the embedded chain and on a real node (anvil): points in the
+ledger → an epoch closes → its root is on chain → the contributor claims (relayed, or from
+their own wallet) → the balance on chain equals the ledger's amount; a second claim is
+refused; a restart loses nothing; closing or publishing twice (also after a crash between
+sending and recording) pays once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +20,34 @@ from loraloop.api.app import create_app
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import ChainJournal, RewardAllocation, RewardEpoch, User
+from loraloop.errors import ConfigurationError
 from loraloop.rewards import epochs, ledger
 from loraloop.rewards.epochs import UNIT, allocate
 from loraloop.rewards.onchain import RewardChain, signer_key
+from tests import anvil
 from tests.factories import link_wallet, make_key, make_user
 
 ALICE = Account.from_key("0x" + "a1" * 32)
 BOB = Account.from_key("0x" + "b2" * 32)
+
+
+@pytest.fixture(scope="module")
+def anvil_url() -> Iterator[str]:
+    with anvil.running() as url:
+        yield url
+
+
+@pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.anvil)])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Every test here runs on both chains: the embedded one and anvil over JSON-RPC."""
+    if request.param == "embedded":
+        return settings
+    changes = {
+        "chain_rpc": request.getfixturevalue("anvil_url"),
+        "chain_key": anvil.SIGNER_KEY,
+        "chain_id": anvil.CHAIN_ID,
+    }
+    return Settings(**{**settings.model_dump(), **changes})
 
 
 def _earn(db: Database, user: User, millipoints: int, kind: str = "contribution") -> None:
@@ -209,27 +232,20 @@ def test_an_epoch_closes_on_its_own_when_due(
         assert epochs.get(session, following.id).status == "empty"
 
 
-def test_the_signer_key_comes_from_settings_or_is_generated_once(
-    settings: Settings, tmp_path: Any, make_settings: Callable[..., Settings]
-) -> None:
-    generated = signer_key(settings)
-    assert signer_key(settings) == generated
-    assert (settings.home / "chain.key").stat().st_mode & 0o077 == 0
-    given = make_settings(chain_key="0x" + "33" * 32)
+def test_the_signer_key_comes_from_settings_or_is_generated_once(tmp_path: Path) -> None:
+    def make(**changes: Any) -> Settings:
+        return Settings(env="development", home=tmp_path / "home", secret_key="s" * 20, **changes)
+
+    generated = signer_key(make())
+    assert signer_key(make()) == generated
+    assert (tmp_path / "home" / "chain.key").stat().st_mode & 0o077 == 0
+    given = make(chain_key="0x" + "33" * 32)
     assert signer_key(given) == bytes.fromhex("33" * 32)
     keyfile = tmp_path / "signer"
     keyfile.write_text("44" * 32 + "\n")
-    assert signer_key(make_settings(chain_key_file=keyfile)) == bytes.fromhex("44" * 32)
-    with pytest.raises(Exception, match="no signer key"):
-        signer_key(make_settings(chain_rpc="http://127.0.0.1:1"))
-    with pytest.raises(Exception, match="32 bytes"):
-        signer_key(make_settings(chain_key="0x1234"))
+    assert signer_key(make(chain_key_file=keyfile)) == bytes.fromhex("44" * 32)
+    with pytest.raises(ConfigurationError, match="no signer key"):
+        signer_key(make(chain_rpc="http://127.0.0.1:1"))
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        signer_key(make(chain_key="0x1234"))
     assert "33" * 32 not in repr(given)
-
-
-@pytest.fixture
-def make_settings(settings: Settings) -> Callable[..., Settings]:
-    def make(**changes: Any) -> Settings:
-        return Settings(**{**settings.model_dump(), **changes})
-
-    return make
