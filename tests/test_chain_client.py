@@ -35,6 +35,8 @@ def test_publish_once_claim_once(chain: Chain) -> None:
     tree = merkle.MerkleTree.of(leaves)
     sent = chain.publish(rewards, 1, tree.root, sum(amounts))
     assert sent is not None
+    assert sent.startswith("0x")
+    assert len(sent) == 66
     block = chain.web3.eth.block_number
     assert chain.publish(rewards, 1, tree.root, sum(amounts)) is None  # already on chain
     assert chain.web3.eth.block_number == block  # nothing was sent the second time

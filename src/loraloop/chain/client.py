@@ -34,6 +34,11 @@ class ChainError(Exception):
         self.reason = reason
 
 
+def _hex(value: bytes) -> str:
+    """0x-prefixed hex, whichever way the backend's bytes type prints itself."""
+    return "0x" + bytes(value).hex()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc.args[0]) if exc.args else str(exc)
     found = _REASON.search(text)
@@ -156,7 +161,7 @@ class Chain:
             if shortfall > 0:
                 self._send(token.functions.mint(rewards.distributor, shortfall))
             receipt = self._send(distributor.functions.publish(epoch, root, total))
-            return str(receipt.transactionHash.hex())
+            return _hex(receipt.transactionHash)
 
     def claim(
         self,
@@ -170,7 +175,7 @@ class Chain:
         """Relay a claim from the signer's account (gasless for the claimant)."""
         distributor = self.contract("MerkleDistributor", rewards.distributor)
         receipt = self._send(distributor.functions.claim(epoch, index, account, amount, proof))
-        return str(receipt.transactionHash.hex())
+        return _hex(receipt.transactionHash)
 
     def is_claimed(self, rewards: Deployment, epoch: int, index: int) -> bool:
         distributor = self.contract("MerkleDistributor", rewards.distributor)
