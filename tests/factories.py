@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from loraloop.catalog import adapters, aliases
 from loraloop.config import Settings
@@ -194,3 +195,22 @@ def link_wallet(client: TestClient, auth: dict[str, str], account: Any) -> str:
     )
     assert linked.status_code == 200, linked.text
     return str(linked.json()["address"])
+
+
+def make_points(
+    session: Session, user: User, millipoints: int, *, kind: str = "contribution"
+) -> None:
+    """A points ledger entry for ``user``, as a decided contribution or verified work writes."""
+    from loraloop.rewards import ledger
+
+    ledger.append(
+        session,
+        user_id=user.id,
+        adapter_id=None,
+        millipoints=millipoints,
+        kind=kind,
+        source_type="test",
+        source_id=0,
+        key=f"test:{user.id}:{kind}:{next(_counter)}",
+        breakdown={},
+    )

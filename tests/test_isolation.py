@@ -28,13 +28,14 @@ from loraloop.db.tables import (
 )
 from loraloop.gateway import conversations
 from loraloop.identity import api_keys
-from loraloop.rewards import epochs, ledger
+from loraloop.rewards import epochs
 from tests.factories import (
     make_base_model,
     make_dataset,
     make_deployment,
     make_job,
     make_key,
+    make_points,
     make_user,
     sign_in,
 )
@@ -100,17 +101,7 @@ def _epoch_paying(db: Database, user: User) -> int:
     settings = Settings(env="development", home=Path("/nowhere"), secret_key="isolation-secret")
     with db.session() as session:
         session.add(WalletLink(user_id=user.id, address="0x" + "ab" * 20))
-        ledger.append(
-            session,
-            user_id=user.id,
-            adapter_id=None,
-            millipoints=1000,
-            kind="review",
-            source_type="test",
-            source_id=0,
-            key=f"isolation:{user.id}",
-            breakdown={},
-        )
+        make_points(session, user, 1000, kind="review")
         return epochs.close(session, settings).id
 
 

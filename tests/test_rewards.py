@@ -21,11 +21,11 @@ from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import ChainJournal, RewardAllocation, RewardEpoch, User
 from loraloop.errors import ConfigurationError
-from loraloop.rewards import epochs, ledger
+from loraloop.rewards import epochs
 from loraloop.rewards.epochs import UNIT, allocate
 from loraloop.rewards.onchain import RewardChain, signer_key
 from tests import anvil
-from tests.factories import link_wallet, make_key, make_user
+from tests.factories import link_wallet, make_key, make_points, make_user
 
 ALICE = Account.from_key("0x" + "a1" * 32)
 BOB = Account.from_key("0x" + "b2" * 32)
@@ -52,17 +52,7 @@ def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
 
 def _earn(db: Database, user: User, millipoints: int, kind: str = "contribution") -> None:
     with db.session() as session:
-        ledger.append(
-            session,
-            user_id=user.id,
-            adapter_id=None,
-            millipoints=millipoints,
-            kind=kind,
-            source_type="test",
-            source_id=0,
-            key=f"test:{user.id}:{kind}:{millipoints}:{id(object())}",
-            breakdown={},
-        )
+        make_points(session, user, millipoints, kind=kind)
 
 
 def _auth(db: Database, user: User) -> dict[str, str]:

@@ -16,13 +16,13 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from loraloop.config import Settings
 from loraloop.db.engine import Database
-from loraloop.rewards import epochs, ledger
+from loraloop.rewards import epochs
 from loraloop.rewards.onchain import RewardChain
 from loraloop.web import i18n
 from loraloop.web.pages_rewards import tokens
 from tests.browser.test_catalog_pages import sign_in
 from tests.browser.test_journey import Watch
-from tests.factories import make_user
+from tests.factories import make_points, make_user
 
 pytestmark = pytest.mark.browser
 
@@ -78,17 +78,7 @@ def test_link_a_wallet_earn_close_and_claim(
     assert WALLET.address in signed[0]
 
     with db.session() as session:
-        ledger.append(
-            session,
-            user_id=user.id,
-            adapter_id=None,
-            millipoints=2500,
-            kind="contribution",
-            source_type="test",
-            source_id=1,
-            key="browser-test:1",
-            breakdown={},
-        )
+        make_points(session, user, 2500)
     rewards: RewardChain = app.state.rewards
     with db.session() as session:
         closed = epochs.close(session, settings)
