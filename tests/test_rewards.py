@@ -98,11 +98,16 @@ def test_earn_close_claim_and_restart(
     _earn(db, people["alice"], 3000)
     _earn(db, people["alice"], 1000, kind="compute")
     _earn(db, people["bob"], 1000)  # no wallet yet
-    assert client.post("/api/rewards/epochs/close", headers=people["a"]).status_code == 404
-    closed = client.post("/api/rewards/epochs/close", headers=people["admin"])
+    assert client.post("/api/rewards/epochs/1/close", headers=people["a"]).status_code == 404
+    closed = client.post("/api/rewards/epochs/1/close", headers=people["admin"])
     assert closed.status_code == 200, closed.text
     assert closed.json()["status"] == "published"
     assert closed.json()["leaves"] == 1  # Bob has no wallet: kept, not paid
+    again = client.post("/api/rewards/epochs/1/close", headers=people["admin"])
+    assert again.json() == closed.json()  # a repeated request changes nothing
+    listed = client.get("/api/rewards/epochs", headers=people["b"]).json()
+    assert [(e["epoch"], e["status"]) for e in listed] == [(2, "open"), (1, "published")]
+    assert client.post("/api/rewards/epochs/9/close", headers=people["admin"]).status_code == 404
     pool = settings.reward_pool * UNIT
     alice_amount = pool * 7 // 10 * 3 // 4 + pool * 3 // 10
     state = client.get("/api/rewards", headers=people["a"]).json()
@@ -128,7 +133,7 @@ def test_earn_close_claim_and_restart(
     assert client.post("/api/rewards/epochs/1/claim", headers=people["b"]).status_code == 404
     link_wallet(client, people["b"], BOB)
     _earn(db, people["bob"], 500)
-    assert client.post("/api/rewards/epochs/close", headers=people["admin"]).status_code == 200
+    assert client.post("/api/rewards/epochs/2/close", headers=people["admin"]).status_code == 200
     bob = client.get("/api/rewards", headers=people["b"]).json()
     assert _line(bob, 1)["paid_in"] == 2  # epoch 1's tokens waited for the wallet
     second = int(_line(bob, 2)["amount"])
@@ -153,7 +158,7 @@ def test_a_self_claim_from_any_wallet_shows_as_claimed(
 ) -> None:
     link_wallet(client, people["a"], ALICE)
     _earn(db, people["alice"], 10)
-    client.post("/api/rewards/epochs/close", headers=people["admin"])
+    client.post("/api/rewards/epochs/1/close", headers=people["admin"])
     call = client.get("/api/rewards/epochs/1/calldata", headers=people["a"]).json()
     assert call["account"] == ALICE.address
     rewards: RewardChain = app.state.rewards

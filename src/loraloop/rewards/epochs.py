@@ -133,11 +133,23 @@ def due(session: Session, settings: Settings, *, now: datetime | None = None) ->
     return current(session, settings, now=now).closes_at <= (now or utcnow())
 
 
-def close(session: Session, settings: Settings, *, now: datetime | None = None) -> RewardEpoch:
-    """Close the open epoch (see the module docstring); returns it, now ``closed`` (a tree to
-    publish) or ``empty``. Safe to call twice or from two processes at once."""
+def close(
+    session: Session,
+    settings: Settings,
+    *,
+    epoch_id: int | None = None,
+    now: datetime | None = None,
+) -> RewardEpoch:
+    """Close the open epoch, or epoch ``epoch_id`` if it is still open (see the module
+    docstring); returns it, now ``closed`` (a tree to publish) or ``empty``. Naming the epoch
+    makes a repeated request a no-op rather than the close of the next epoch; either way it
+    is safe from two processes at once."""
     now = now or utcnow()
-    epoch = current(session, settings, now=now)
+    epoch = current(session, settings, now=now)  # the first epoch exists from first use
+    if epoch_id is not None and epoch_id != epoch.id:
+        epoch = get(session, epoch_id)
+    if epoch.status != "open":
+        return epoch
     claimed = session.execute(
         update(RewardEpoch)
         .where(RewardEpoch.id == epoch.id, RewardEpoch.status == "open")

@@ -140,12 +140,13 @@ def list_epochs(_user: CurrentUser, session: DbSession, settings: AppSettings) -
     return [_epoch(row) for row in rows]
 
 
-@router.post("/epochs/close")
+@router.post("/epochs/{epoch_id}/close")
 def close_epoch(
-    _admin: AdminUser, session: DbSession, settings: AppSettings, rewards: Rewards
+    epoch_id: int, _admin: AdminUser, session: DbSession, settings: AppSettings, rewards: Rewards
 ) -> EpochPublic:
-    """Close the open epoch now and publish its root (admins; it also closes on its own)."""
-    closed = epochs.close(session, settings)
+    """Close an open epoch now and publish its root (admins; epochs also close on their own
+    schedule). Closing an epoch that is closed already changes nothing and returns it."""
+    closed = epochs.close(session, settings, epoch_id=epoch_id)
     try:
         with session.begin_nested():
             rewards.publish(session, closed)
