@@ -17,6 +17,8 @@ from loraloop.catalog import adapters
 from loraloop.config import Settings
 from loraloop.db.engine import Database, utcnow
 from loraloop.db.tables import (
+    AdapterExport,
+    AdapterVersion,
     Contribution,
     EvalSuite,
     GateDecision,
@@ -71,6 +73,12 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/contributions/{contribution_id}/decision"): {"accept": True},
     ("POST", "/api/reviews/{assignment_id}/commit"): {"commitment": "a" * 64},
     ("POST", "/api/reviews/{assignment_id}/reveal"): {"verdict": "accept", "salt": "saltsalt"},
+    ("POST", "/api/hub/adapters/{adapter_id}/fork"): {"version": 1},
+    ("POST", "/api/adapters/{adapter_id}/versions/{version}/exports"): {"format": "merged"},
+    ("POST", "/api/adapters/{adapter_id}/versions/{version}/push"): {
+        "repo_id": "intruder/stolen",
+        "token": "hf_intruder",
+    },
 }
 
 _DATASET = b'{"prompt": "Hi", "completion": "Hello"}\n'
@@ -94,7 +102,31 @@ OWNED: dict[str, Callable[[Database, User], int]] = {
     "assignment_id": lambda db, user: _community_row(db, user, "assignment"),
     # an epoch whose tree pays the user (tests/test_rewards.py has more)
     "epoch_id": lambda db, user: _epoch_paying(db, user),
+    # an export of a version of the user's own (tests/test_interop.py has more)
+    "export_id": lambda db, user: _export_id(db, user),
 }
+
+
+def _export_id(db: Database, user: User) -> int:
+    """A finished export of version 1 of a private adapter of ``user``."""
+    adapter_id = _adapter_id(db, user, name="exported")
+    with db.session() as session:
+        version = AdapterVersion(
+            adapter_id=adapter_id, version=1, path="/nowhere", sha256="0" * 64, spec={}, metrics={}
+        )
+        session.add(version)
+        session.flush()
+        export = AdapterExport(
+            adapter_id=adapter_id,
+            version_id=version.id,
+            format="merged",
+            options={},
+            path="/nowhere",
+            files=[{"name": "model.safetensors", "size": 1, "sha256": "0" * 64}],
+        )
+        session.add(export)
+        session.flush()
+        return int(export.id)
 
 
 def _epoch_paying(db: Database, user: User) -> int:

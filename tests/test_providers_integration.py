@@ -1,7 +1,9 @@
 """Issue 8's acceptance: a server on 127.0.0.1 and three worker processes speaking only HTTP.
 An honest node, one that uploads a random adapter, and one killed mid-job. The honest work is
 verified and credited; the forged adapter fails the hidden evaluation and earns nothing; the
-killed job is re-queued and finished by another node; no job is lost or finished twice."""
+killed job is re-queued and finished by another node; no job is lost or finished twice. Then
+an evaluation: a node that reports the expected answers as its own (its scores true to them)
+is caught by the spot check; an honest node's evaluation is recorded and credited."""
 
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ from loraloop.catalog import adapters
 from loraloop.config import Settings
 from loraloop.db.engine import Database
 from loraloop.db.tables import (
+    Adapter,
     AdapterVersion,
     Dataset,
     DatasetVersion,
+    EvalRun,
     Job,
     JobEvent,
     PointsEntry,
@@ -35,11 +39,12 @@ from loraloop.db.tables import (
     User,
 )
 from loraloop.jobs.runner import LocalWorker
+from loraloop.mlops import gate, suites
 from loraloop.providers import work as provider_work
 from loraloop.storage import Storage
-from loraloop.testing import make_tiny_model
+from loraloop.testing import make_tiny_adapter, make_tiny_model
 from tests.conftest import serve
-from tests.factories import make_base_model, make_key, make_user
+from tests.factories import make_adapter_version, make_base_model, make_key, make_user
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {
@@ -117,6 +122,32 @@ def _training_jobs(db: Database, settings: Settings, base: Path, owner: User, n:
             )
             ids.append(job.id)
         return ids
+
+
+PRICES = [
+    {"prompt": f"What does cup {i} cost?", "expected": f"Cup {i} costs {i * 10} yen."}
+    for i in range(12)
+]
+WORDS = [{"prompt": f"Say the price of tea {i}.", "expected": ["yen"]} for i in range(6)]
+
+
+def _adapter_with_suites(db: Database, tiny_base: Path, tmp_path: Path, owner: User) -> int:
+    """An adapter on the tiny base with two random versions (v1 the champion) and two suites:
+    a rouge_l one (its cases also scored by loss) and a contains one."""
+    base = make_base_model(db, tiny_base)
+    first = make_adapter_version(
+        db, owner, base, make_tiny_adapter(tiny_base, tmp_path / "v1", seed=1)
+    )
+    with db.session() as session:
+        adapter = session.get(Adapter, first.adapter_id)
+    make_adapter_version(
+        db, owner, base, make_tiny_adapter(tiny_base, tmp_path / "v2", seed=2), adapter=adapter
+    )
+    with db.session() as session:
+        for name, metric, cases in (("prices", "rouge_l", PRICES), ("words", "contains", WORDS)):
+            suite = suites.create(session, owner, first.adapter_id, name=name, metric=metric)
+            suites.add_cases(session, owner, suite.id, cases)
+    return first.adapter_id
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float = 240.0) -> None:
@@ -313,3 +344,69 @@ def test_honest_forged_and_killed_providers(
         assert job.result is not None
         assert job.result["node_id"] == nodes[honest.id].id
     assert max(j.attempts for j in finished.values() if j is not None) >= 2
+
+
+def test_honest_and_copying_evaluators(
+    db: Database, settings: Settings, tmp_path: Path, workers: Callable[[str], Workers]
+) -> None:
+    base = make_tiny_model(tmp_path / "base")
+    owner = make_user(db)
+    adapter_id = _adapter_with_suites(db, base, tmp_path, owner)
+    with db.session() as session:
+        job_id = gate.start_evaluation(
+            session, settings, owner, adapter_id, [1, 2], community_compute=True
+        ).id
+    honest, copier = make_user(db), make_user(db)
+    token = {
+        u.id: make_key(db, u, name="node", scopes=["provider"], rate_limit_per_minute=10_000)
+        for u in (honest, copier)
+    }
+    verifier = LocalWorker(
+        db, worker_id="verifier", lease_seconds=30, poll_seconds=0.3, kinds=["verify_evaluate"]
+    )
+    verifier.start()
+
+    def work(user: User) -> list[ProviderWork]:
+        with db.session() as session:
+            return list(
+                session.scalars(
+                    select(ProviderWork).join(ProviderNode).where(ProviderNode.owner_id == user.id)
+                )
+            )
+
+    def finished() -> bool:
+        with db.session() as session:
+            return session.get(Job, job_id).status == "succeeded"  # type: ignore[union-attr]
+
+    try:
+        with serve(create_app(settings, db)) as url:
+            pool = workers(url)
+            pool.start("copy", token[copier.id], "copier")
+            _until("the copier to take the job", lambda: bool(work(copier)))
+            # the honest node starts up meanwhile, and gets the job once the copy is rejected
+            pool.start("once", token[honest.id], "evaluator")
+            _until("the evaluation to be recorded", finished)
+    finally:
+        verifier.stop()
+
+    (copied,) = work(copier)
+    assert copied.verification is not None
+    assert "sampled answers differ" in copied.verification["reason"]
+    print("copier:", copied.verification["reason"])
+    (done,) = work(honest)
+    assert done.status == "accepted"
+    assert done.verification is not None
+    print("honest:", done.verification["reason"])
+    assert done.verification["agreement"] == 1.0
+    assert done.verification["rescore"]["cases"] == 2 * (len(PRICES) + len(WORDS))
+    with db.session() as session:
+        runs = session.scalars(select(EvalRun).where(EvalRun.job_id == job_id)).all()
+        credits = {
+            u.id: session.scalars(select(PointsEntry).where(PointsEntry.user_id == u.id)).all()
+            for u in (honest, copier)
+        }
+    assert len(runs) == 4  # one per version and suite, as a local evaluation records
+    assert credits[copier.id] == []
+    (credit,) = credits[honest.id]
+    assert credit.breakdown["work"] == "evaluation"
+    assert credit.breakdown["tokens"] == done.verification["tokens"]

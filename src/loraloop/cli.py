@@ -110,12 +110,13 @@ def _run(settings: Settings, *, local_worker: bool) -> None:
     else:
         typer.echo(f"  Open {url} and sign in.")
     app_ = create_app(settings, db, local_worker=local_worker, run_maintenance=True)
-    logs.configure()
+    logs.configure(settings.log_format)
     uvicorn.run(
         app_,
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=None,  # logs.configure set up every logger, uvicorn's included
         proxy_headers=False,
     )
 

@@ -7,15 +7,18 @@ the TOML file named by ``LORALOOP_CONFIG`` (or ``<home>/loraloop.toml``), defaul
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -38,6 +41,10 @@ class Registration(StrEnum):
     open = "open"
     invite = "invite"
     closed = "closed"
+
+
+#: A dotted module path, as ``importlib.import_module`` takes it.
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _config_file() -> Path | None:
@@ -97,6 +104,20 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     """Largest dataset upload, checked while the file streams in."""
 
+    max_adapter_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    """Largest adapter archive upload (``POST /api/adapters/import``), and the most that one
+    archive may unpack to."""
+
+    hub_endpoint: str = Field(default="https://huggingface.co", pattern=r"^https?://[^\s]+$")
+    """The Hugging Face Hub (or a mirror of it) that adapters are imported from and pushed to."""
+
+    hub_cache: Path | None = None
+    """Where adapters downloaded from the hub are cached; unset: ``<home>/hub``."""
+
+    hub_offline: bool = False
+    """Never contact the hub: imports are served from ``hub_cache`` alone (an air-gapped server
+    whose cache was filled elsewhere)."""
+
     session_days: int = Field(default=14, ge=1, le=365)
     """How long a sign-in session lives without activity."""
 
@@ -139,6 +160,14 @@ class Settings(BaseSettings):
 
     usage_retention_days: int = Field(default=90, ge=1, le=3650)
     """Per-request usage rows older than this are deleted; daily totals are kept."""
+
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one readable line per record; ``json``: one JSON object per line (time, level,
+    logger, message, request_id and extra fields) for a log collector."""
+
+    metrics_token: SecretStr = SecretStr("")
+    """A bearer token that may read ``/metrics`` (give it to Prometheus); empty: only an
+    admin's API key may. Never logged."""
 
     egress_allow_private: bool = False
     """Let upstreams (external deployments, app members) point at loopback, private or
@@ -233,6 +262,11 @@ class Settings(BaseSettings):
     near_duplicate_cosine: float = Field(default=0.95, gt=0, le=1.0)
     """MiniLM cosine similarity from which a contribution is refused as a near-duplicate."""
 
+    plugins: Annotated[tuple[str, ...], NoDecode] = ()
+    """Modules to load as plugins (``my_company.loraloop_formats``), besides installed packages
+    that declare a ``loraloop.plugins`` entry point. ``LORALOOP_PLUGINS`` takes a comma list
+    or a JSON list."""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -249,6 +283,28 @@ class Settings(BaseSettings):
                 raise ConfigurationError(f"config file {path} (LORALOOP_CONFIG) does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_list(cls, value: object) -> object:
+        """A comma list or a JSON list from the environment; a list as it is from TOML."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugin_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not _MODULE.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"plugins must be importable module paths (such as my_package.plugin); "
+                f"not {', '.join(repr(name) for name in bad)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:

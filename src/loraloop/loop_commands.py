@@ -40,9 +40,11 @@ def _fail(message: str) -> typer.Exit:
 @contextmanager
 def _owner(name: str, user: str | None) -> Iterator[tuple[Session, User, int, Settings]]:
     """A session, the owner and their adapter's id; service errors become CLI messages."""
+    from loraloop import plugins
     from loraloop.cli import database, settings_or_exit
 
     settings = settings_or_exit()
+    plugins.load(settings.plugins)  # a plugin's metric is as valid here as on the server
     db: Database = database(settings)
     owner = resolve_user(db, user)
     try:
@@ -135,9 +137,9 @@ def add_suite(
             exists=True, dir_okay=False, help='JSON Lines: {"prompt": ..., "expected": ...}'
         ),
     ],
-    metric: Annotated[str, typer.Option(help="exact_match, contains, regex or rouge_l.")] = (
-        "contains"
-    ),
+    metric: Annotated[
+        str, typer.Option(help="exact_match, contains, regex, rouge_l or a plugin's metric.")
+    ] = "contains",
     user: UserOption = None,
 ) -> None:
     """Add evaluation cases from a JSON Lines file (errors name the line)."""

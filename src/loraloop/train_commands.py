@@ -78,8 +78,10 @@ def _adapter(db: Database, settings: Settings, owner: User, name: str, base: str
 def _upload(
     db: Database, settings: Settings, owner: User, name: str, data: Path, fmt: str | None
 ) -> int:
+    from loraloop import plugins
     from loraloop.datasets import service
 
+    plugins.load(settings.plugins)  # a plugin's dataset format reads here as on the server
     with data.open("rb") as handle, db.session() as session:
         version = service.upload(
             session,

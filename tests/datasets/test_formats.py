@@ -444,10 +444,15 @@ def test_public_names() -> None:
     assert set(formats.__all__) == {
         "FORMATS",
         "ROLES",
+        "DatasetFormat",
         "DatasetInvalid",
         "Example",
         "ParsedDataset",
         "Problem",
+        "Report",
         "content_hash",
+        "known_formats",
         "read_jsonl",
+        "register_format",
+        "unregister_format",
     }

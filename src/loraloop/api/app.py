@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from loraloop import __version__
 from loraloop.api import errors
 from loraloop.api.limits import BodyLimit
+from loraloop.api.metrics import Metrics, RecordRequests
+from loraloop.api.request_ids import RequestIds
 from loraloop.api.routes import (
     admin,
     auth,
@@ -20,6 +22,8 @@ from loraloop.api.routes import (
     deployments,
     feedback,
     health,
+    hub,
+    interop,
     jobs,
     keys,
     maintenance,
@@ -28,6 +32,7 @@ from loraloop.api.routes import (
     providers,
     wallet,
 )
+from loraloop.api.routes import metrics as metrics_routes
 from loraloop.api.routes import rewards as rewards_routes
 from loraloop.api.routes import worker as worker_routes
 from loraloop.config import Settings
@@ -37,6 +42,7 @@ from loraloop.gateway.engines import EngineLike, Engines
 from loraloop.gateway.service import Gateway
 from loraloop.jobs.runner import LocalWorker
 from loraloop.mlops.loop import Maintenance
+from loraloop.plugins import load as load_plugins
 from loraloop.rewards.onchain import RewardChain
 from loraloop.storage import Storage
 
@@ -57,6 +63,7 @@ def create_app(
     db = db or Database(settings.resolved_database_url)
     worker = LocalWorker(db, lease_seconds=settings.job_lease_seconds) if local_worker else None
     gateway = Gateway(db, settings, Engines(settings, engine_factory), Vault(settings.secret()))
+    metrics = Metrics(db, gateway)
     storage = Storage(settings.home / "artifacts")
     rewards = RewardChain(db, settings)
     clock = Maintenance(db, settings, storage, duties=[rewards.tick]) if run_maintenance else None
@@ -88,6 +95,8 @@ def create_app(
     app.state.storage = storage
     app.state.gateway = gateway
     app.state.rewards = rewards
+    app.state.plugins = load_plugins(settings.plugins)  # a broken plugin is logged, not fatal
+    app.state.metrics = metrics
     errors.install(app)
     # /v1 first: the hot path should not be matched against every other route before it
     routers = (
@@ -100,6 +109,8 @@ def create_app(
         community,
         datasets,
         deployments,
+        hub,
+        interop,
         maintenance,
         playground,
         providers,
@@ -108,12 +119,16 @@ def create_app(
     )
     for module in (openai, feedback, *routers, worker_routes):
         app.include_router(module.router)
+    app.include_router(metrics_routes.router)
     from loraloop.web import pages  # the web layer sits beside the API, not below it
 
     pages.install(app)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        exempt_prefixes=("/api/datasets", "/api/worker/uploads"),
+        exempt_prefixes=("/api/datasets", "/api/worker/uploads", "/api/adapters/import"),
     )
+    # outermost (added last): every request is counted and has its id, even a refused one
+    app.add_middleware(RecordRequests, metrics=metrics)
+    app.add_middleware(RequestIds)
     return app

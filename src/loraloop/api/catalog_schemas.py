@@ -51,12 +51,16 @@ class AdapterCreate(Strict):
     visibility: Literal["private", "public"] = "private"
     licence: str = Field(default="apache-2.0", max_length=40)
     description: str = Field(default="", max_length=4000)
+    language: str = Field(default="other", max_length=16, description="See GET /api/hub/facets.")
+    task: str = Field(default="other", max_length=24, description="See GET /api/hub/facets.")
 
 
 class AdapterUpdate(Strict):
     visibility: Literal["private", "public"] | None = None
     licence: str | None = Field(default=None, max_length=40)
     description: str | None = Field(default=None, max_length=4000)
+    language: str | None = Field(default=None, max_length=16)
+    task: str | None = Field(default=None, max_length=24)
 
 
 class AdapterPublic(Public):
@@ -68,6 +72,9 @@ class AdapterPublic(Public):
     licence: str
     description: str
     created_at: datetime
+    language: str
+    task: str
+    forked_from_version_id: int | None
 
 
 class VersionPublic(Public):

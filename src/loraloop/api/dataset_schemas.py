@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from loraloop.api.schemas import Public, Strict
 from loraloop.datasets import service
-from loraloop.datasets.formats import FORMATS
+from loraloop.datasets.formats import FORMATS, known_formats
 from loraloop.db.tables import DatasetVersion
 from loraloop.ml.chat import Segment, TokenStats
 
@@ -29,9 +29,6 @@ __all__ = [
     "VersionSummary",
 ]
 
-Format = Literal["messages", "alpaca", "sharegpt", "prompt_completion"]
-assert set(FORMATS) == set(get_args(Format))  # one list of formats, in formats.py
-
 #: How many untrainable example positions a stats answer lists (the count covers all).
 SHOWN_UNTRAINABLE = 100
 
@@ -41,8 +38,20 @@ class DatasetUpload(Strict):
 
     file: UploadFile = Field(description="A JSON Lines file, UTF-8, one example per line.")
     name: str = Field(max_length=256, description="1-64 letters, digits, '.', '_' or '-'.")
-    format: Format | None = Field(default=None, description="Default: recognised from the keys.")
+    format: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A built-in format or one a plugin adds; default: recognised from the keys.",
+    )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+
+    @field_validator("format")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        """Checked against the formats known now, so a plugin's format is accepted too."""
+        if value is not None and value not in known_formats():
+            raise ValueError(f"format must be one of {', '.join(known_formats())}")
+        return value
 
 
 #: The upload's body in the OpenAPI document (the route reads the form itself, see the route).
@@ -57,7 +66,12 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "name": {"type": "string", "minLength": 1, "maxLength": 64},
-                        "format": {"type": "string", "enum": list(FORMATS)},
+                        "format": {
+                            "type": "string",
+                            "description": "Default: recognised from the keys. The built-in "
+                            "formats, or one a plugin adds (docs/plugins.md).",
+                            "examples": list(FORMATS),
+                        },
                         "validation_fraction": {
                             "type": "number",
                             "exclusiveMinimum": 0,

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from loraloop.api import request_ids
 from loraloop.errors import (
     InvalidRequest,
     LoraloopError,
@@ -102,8 +103,25 @@ async def _on_http(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _respond(request, LoraloopError("internal error; the server log has details"))
+    """A bug: the log gets the traceback under the request's id, the client the id to quote.
+
+    Starlette answers this outside every middleware, so the ``X-Request-ID`` header is set
+    here (the id is still in this task's context)."""
+    request_id = request_ids.current()
+    log.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
+    message = "internal error; the server log has details"
+    if request_id is not None:
+        message += f" (request id {request_id})"
+    response = _respond(request, LoraloopError(message))
+    if request_id is not None:
+        response.headers[request_ids.HEADER] = request_id
+    return response
 
 
 def install(app: FastAPI) -> None:

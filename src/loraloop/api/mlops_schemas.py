@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from loraloop.api.schemas import Public, Strict
+from loraloop.ml.evaluation import metric_names
 
 __all__ = [
     "CandidateDecision",
@@ -71,7 +72,19 @@ class RetrainRunPublic(Public):
 
 class SuiteCreate(Strict):
     name: str = Field(min_length=1, max_length=64)
-    metric: Literal["exact_match", "contains", "regex", "rouge_l"] = "contains"
+    metric: str = Field(
+        default="contains",
+        max_length=64,
+        description="exact_match, contains, regex, rouge_l, or a metric a plugin adds.",
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        """Checked against the metrics known now, so a plugin's metric is accepted too."""
+        if value not in metric_names():
+            raise ValueError(f"metric must be one of {', '.join(metric_names())}")
+        return value
 
 
 class SuitePublic(Public):
@@ -94,6 +107,12 @@ class CasesAdd(Strict):
 
 class EvaluationStart(Strict):
     versions: list[int] = Field(min_length=1, max_length=4)
+    community_compute: bool = Field(
+        default=False,
+        description="Let compute providers' nodes run it: they receive the cases and the "
+        "versions' weights, and their answers are verified before they are recorded. With a "
+        "judge configured it stays on trusted workers, where the judge's key is.",
+    )
 
 
 class EvalRunPublic(Public):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from loraloop.catalog import base_models
+from loraloop.catalog import base_models, facets
 from loraloop.config import Settings
 from loraloop.db.tables import Adapter, AdapterVersion, Dataset, DatasetVersion, Job, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound
@@ -39,16 +39,7 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VISIBILITIES = ("private", "public")
-LICENCES = (
-    "apache-2.0",
-    "mit",
-    "cc-by-4.0",
-    "cc-by-sa-4.0",
-    "cc-by-nc-4.0",
-    "llama3",
-    "gemma",
-    "other",
-)
+LICENCES = facets.LICENCE_IDS
 
 #: Training presets: what "quick / balanced / thorough" mean. Explicit options override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -64,15 +55,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _check(
-    name: str | None = None, visibility: str | None = None, licence: str | None = None
+    name: str | None = None,
+    visibility: str | None = None,
+    licence: str | None = None,
+    *,
+    language: str | None = None,
+    task: str | None = None,
 ) -> None:
     problems = []
     if name is not None and not _NAME.match(name):
         problems.append(f"name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     if visibility is not None and visibility not in VISIBILITIES:
         problems.append(f"visibility {visibility!r} must be one of {', '.join(VISIBILITIES)}")
-    if licence is not None and licence not in LICENCES:
-        problems.append(f"licence {licence!r} must be one of {', '.join(LICENCES)}")
+    problems += facets.problems(licence=licence, language=language, task=task)
     if problems:
         raise InvalidRequest("; ".join(problems), code="invalid_adapter")
 
@@ -86,8 +81,12 @@ def create(
     visibility: str = "private",
     licence: str = "apache-2.0",
     description: str = "",
+    language: str = "other",
+    task: str = "other",
+    forked_from_version_id: int | None = None,
 ) -> Adapter:
-    _check(name, visibility, licence)
+    """A new adapter of ``owner``; ``forked_from_version_id`` is set by the hub's fork."""
+    _check(name, visibility, licence, language=language, task=task)
     base_models.get(session, base_model_id)
     if session.scalar(select(Adapter.id).where(Adapter.owner_id == owner.id, Adapter.name == name)):
         raise Conflict(f"you already have an adapter named {name}", code="adapter_exists")
@@ -98,6 +97,9 @@ def create(
         visibility=visibility,
         licence=licence,
         description=description,
+        language=language,
+        task=task,
+        forked_from_version_id=forked_from_version_id,
     )
     session.add(adapter)
     session.flush()
@@ -147,15 +149,21 @@ def update(
     visibility: str | None = None,
     licence: str | None = None,
     description: str | None = None,
+    language: str | None = None,
+    task: str | None = None,
 ) -> Adapter:
     adapter = get_own(session, user, adapter_id)
-    _check(None, visibility, licence)
+    _check(None, visibility, licence, language=language, task=task)
     if visibility is not None:
         adapter.visibility = visibility
     if licence is not None:
         adapter.licence = licence
     if description is not None:
         adapter.description = description
+    if language is not None:
+        adapter.language = language
+    if task is not None:
+        adapter.task = task
     return adapter
 
 

@@ -11,6 +11,11 @@ with ``format=``) and must be the same on every line::
 Every example becomes a list of ``{"role", "content"}`` messages with roles ``system`` (first
 only), then ``user`` and ``assistant`` alternating, with at least one non-empty assistant turn.
 
+Plugins add formats with :func:`register_format` (see docs/plugins.md): a
+:class:`DatasetFormat` parses one line's JSON object into messages, reporting problems the way
+the built-in formats do, and its output is checked by the same rules, so a plugin cannot
+smuggle an unusable example in.
+
 The upload is read in chunks and never held whole: the byte limit stops a huge body as soon as
 it is crossed. Every problem is collected with its line number and reported in one error.
 """
@@ -30,12 +35,17 @@ from loraloop.errors import InvalidRequest, PayloadTooLarge
 __all__ = [
     "FORMATS",
     "ROLES",
+    "DatasetFormat",
     "DatasetInvalid",
     "Example",
     "ParsedDataset",
     "Problem",
+    "Report",
     "content_hash",
+    "known_formats",
     "read_jsonl",
+    "register_format",
+    "unregister_format",
 ]
 
 FORMATS = ("messages", "alpaca", "sharegpt", "prompt_completion")
@@ -68,6 +78,10 @@ _BOM = b"\xef\xbb\xbf"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 Messages = list[dict[str, str]]
+Report = Callable[[str | None, str], None]
+"""``report(field, message)``: one problem with the current line (``field`` may be None)."""
+Normaliser = Callable[[dict[str, object], Report], Messages]
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +141,8 @@ def read_jsonl(
     Raises ``PayloadTooLarge`` as soon as more than ``max_bytes`` have been read, and
     ``InvalidRequest`` for an unknown ``format``. Nothing is returned when any line is wrong.
     """
-    if format is not None and format not in FORMATS:
-        allowed = ", ".join(FORMATS)
+    if format is not None and format not in known_formats():
+        allowed = ", ".join(known_formats())
         raise InvalidRequest(f"format {format!r} is not known; allowed: {allowed}", param="format")
     if max_bytes < 1 or max_problems < 1:
         raise ValueError("max_bytes and max_problems must be positive")
@@ -153,6 +167,105 @@ def content_hash(examples: Iterable[Example]) -> str:
         )
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A format a plugin adds. ``parse`` turns one line's JSON object into ``messages``
+    (``{"role", "content"}`` dicts), calling ``report`` for each problem; the reader adds the
+    line number and checks the messages by the built-in rules. ``markers`` are keys that
+    recognise the format when the upload names none (empty: only chosen with ``format=``);
+    ``expected`` says in words what a line holds, for problem messages."""
+
+    name: str
+    parse: Normaliser
+    markers: tuple[str, ...] = ()
+    expected: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            problems.append(
+                f"name {self.name!r} must be 1-32 lower-case letters, digits or '_', "
+                "starting with a letter"
+            )
+        elif self.name in FORMATS:
+            problems.append(f"name {self.name!r} is a built-in format")
+        if not callable(self.parse):
+            problems.append(f"parse must be callable, got {type(self.parse).__name__}")
+        if isinstance(self.markers, str) or not all(
+            isinstance(key, str) and key for key in self.markers
+        ):
+            problems.append(f"markers must be a tuple of non-empty keys, got {self.markers!r}")
+        if problems:
+            raise ValueError("dataset format: " + "; ".join(problems))
+
+
+_ADDED: dict[str, DatasetFormat] = {}
+
+
+def register_format(added: DatasetFormat) -> None:
+    """Make ``added`` readable by every later upload; the same format again is a no-op.
+
+    Raises ``ValueError`` when another format already has its name.
+    """
+    held = _ADDED.get(added.name)
+    if held is not None and held != added:
+        raise ValueError(f"dataset format {added.name!r} is already added by another plugin")
+    _ADDED[added.name] = added
+
+
+def unregister_format(name: str) -> None:
+    """Forget the added format ``name`` (nothing happens for an unknown name)."""
+    _ADDED.pop(name, None)
+
+
+def known_formats() -> tuple[str, ...]:
+    """The built-in formats, then those plugins added, in the order they were added."""
+    return FORMATS + tuple(_ADDED)
+
+
+class _Formats:
+    """Markers, descriptions and normalisers of every known format, taken once per upload so
+    a plugin loading mid-upload cannot change the rules halfway through a file."""
+
+    def __init__(self) -> None:
+        added = dict(_ADDED)
+        self.markers = {**_MARKERS, **{n: f.markers for n, f in added.items() if f.markers}}
+        self.expected = {
+            **_EXPECTED,
+            **{n: f.expected or f"what the {n} format reads" for n, f in added.items()},
+        }
+        self.normalisers = {**_NORMALISERS, **{n: _plugin(f) for n, f in added.items()}}
+        self.names = FORMATS + tuple(added)
+
+
+def _plugin(added: DatasetFormat) -> Normaliser:
+    """The plugin's parser, with its own failures turned into this line's problem and its
+    output checked like a ``messages`` line."""
+
+    def normalise(obj: dict[str, object], report: Report) -> Messages:
+        count = 0
+
+        def counted(field: str | None, message: str) -> None:
+            nonlocal count
+            count += 1
+            report(field, message)
+
+        try:
+            messages: object = added.parse(obj, counted)
+        except Exception as error:  # a plugin's bug is a problem of this line, not a crash
+            report(
+                None,
+                f"the {added.name} format (a plugin) failed on this line: "
+                f"{type(error).__name__}: {error}",
+            )
+            return []
+        if count:
+            return []
+        return _turns(messages, "messages", "role", "content", {r: r for r in ROLES}, report)
+
+    return normalise
 
 
 class _Tally:
@@ -203,6 +316,7 @@ class _Reader:
         self.problems: list[Problem] = []
         self.total = 0
         self.examples: list[Example] = []
+        self.formats = _Formats()
 
     def report(self, line: int, field: str | None, message: str) -> None:
         self.total += 1
@@ -230,7 +344,7 @@ class _Reader:
         chosen = self._format_of(line, obj)
         if chosen is None:
             return
-        messages = _NORMALISERS[chosen](obj, partial(self.report, line))
+        messages = self.formats.normalisers[chosen](obj, partial(self.report, line))
         if not self.total:
             self.examples.append(Example(messages, line))
         elif self.examples:
@@ -251,16 +365,17 @@ class _Reader:
         return obj
 
     def _format_of(self, line: int, obj: dict[str, object]) -> str | None:
-        found = [name for name, keys in _MARKERS.items() if any(key in obj for key in keys)]
+        markers, described = self.formats.markers, self.formats.expected
+        found = [name for name, keys in markers.items() if any(key in obj for key in keys)]
         keys = ", ".join(json.dumps(key) for key in list(obj)[:8]) or "none"
         if self.chosen_by_line == 0:  # the caller chose the format
-            if self.format in found:
-                return self.format
+            if self.format in found or self.format not in markers:
+                return self.format  # a format without markers takes any object
             self.report(
                 line,
                 None,
                 f"does not look like {self.format}: expected "
-                f"{_EXPECTED[str(self.format)]}, got keys {keys}"
+                f"{described[str(self.format)]}, got keys {keys}"
                 + (f" (that looks like {' or '.join(found)})" if found else ""),
             )
             return None
@@ -268,7 +383,9 @@ class _Reader:
             what = (
                 "matches no known format" if not found else "mixes keys of " + " and ".join(found)
             )
-            expected = "; ".join(f"{name}: {_EXPECTED[name]}" for name in FORMATS)
+            expected = "; ".join(
+                f"{name}: {described[name]}" for name in self.formats.names if name in markers
+            )
             self.report(line, None, f"{what} (got keys {keys}); expected one of — {expected}")
             return None
         if self.format is None:
@@ -279,12 +396,9 @@ class _Reader:
             line,
             None,
             f"looks like {found[0]} but line {self.chosen_by_line} is "
-            f"{self.format}; one file must use one format (expected {_EXPECTED[self.format]})",
+            f"{self.format}; one file must use one format (expected {described[self.format]})",
         )
         return None
-
-
-Report = Callable[[str | None, str], None]
 
 
 def _from_messages(obj: dict[str, object], report: Report) -> Messages:
@@ -317,7 +431,7 @@ def _from_prompt_completion(obj: dict[str, object], report: Report) -> Messages:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
 
 
-_NORMALISERS: dict[str, Callable[[dict[str, object], Report], Messages]] = {
+_NORMALISERS: dict[str, Normaliser] = {
     "messages": _from_messages,
     "alpaca": _from_alpaca,
     "sharegpt": _from_sharegpt,

@@ -35,7 +35,13 @@ from sqlalchemy.orm import Session
 from loraloop.catalog import base_models
 from loraloop.config import Settings
 from loraloop.datasets.cleaning import Deduped, Split, dedupe, split
-from loraloop.datasets.formats import FORMATS, Example, ParsedDataset, content_hash, read_jsonl
+from loraloop.datasets.formats import (
+    Example,
+    ParsedDataset,
+    content_hash,
+    known_formats,
+    read_jsonl,
+)
 from loraloop.db.tables import BaseModel, Dataset, DatasetVersion, User
 from loraloop.errors import InvalidRequest, NotFound, PayloadTooLarge
 from loraloop.ml import chat
@@ -202,10 +208,9 @@ def _check_options(
 ) -> None:
     """Every problem with the options at once, before a byte of the file is read."""
     problems = [("name", message) for message in _name_problems(name)]
-    if format is not None and format not in FORMATS:
-        problems.append(
-            ("format", f"format {format!r} is not known; allowed: {', '.join(FORMATS)}")
-        )
+    if format is not None and format not in known_formats():
+        allowed = ", ".join(known_formats())
+        problems.append(("format", f"format {format!r} is not known; allowed: {allowed}"))
     if not 0 < validation_fraction < 1:
         problems.append(
             (

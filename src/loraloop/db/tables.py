@@ -32,6 +32,8 @@ from loraloop.db.types import UTCDateTime
 __all__ = [
     "Adapter",
     "AdapterAlias",
+    "AdapterExport",
+    "AdapterStar",
     "AdapterVersion",
     "AliasChange",
     "ApiKey",
@@ -255,6 +257,15 @@ class Adapter(Base):
     licence: Mapped[str] = mapped_column(String(40), default="apache-2.0")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the hub's facets and fork lineage (catalog.hub)
+    language: Mapped[str] = mapped_column(String(16), default="other", server_default="other")
+    """One of ``catalog.facets.LANGUAGES``; ``other`` also means "not said"."""
+    task: Mapped[str] = mapped_column(String(24), default="other", server_default="other")
+    """One of ``catalog.facets.TASKS``."""
+    forked_from_version_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The version a fork copied. No foreign key on purpose: adding one makes SQLite rebuild
+    ``adapters``, and that rebuild's DROP cascades into every version; an id whose row is gone
+    reads as "the source is gone"."""
 
 
 class AdapterVersion(Base):
@@ -295,6 +306,46 @@ class AdapterAlias(Base):
     alias: Mapped[str] = mapped_column(String(16), primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AdapterStar(Base):
+    """One user's star on one adapter (the hub counts them; a second star is the same row)."""
+
+    __tablename__ = "adapter_stars"
+
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdapterExport(Base):
+    """A merged safetensors model or a GGUF file (with its Ollama Modelfile) made from one
+    adapter version by an ``export`` job; ``files`` is set when the job succeeds."""
+
+    __tablename__ = "adapter_exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("adapter_versions.id", ondelete="CASCADE"), index=True
+    )
+    format: Mapped[str] = mapped_column(String(16))
+    """``merged`` or ``gguf``."""
+    options: Mapped[dict[str, Any]]
+    """What else shaped the files (GGUF ``dtype``, the Modelfile's ``system`` prompt)."""
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    path: Mapped[str] = mapped_column(String(500))
+    """The folder the job writes the files into."""
+    files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """``[{name, size, sha256}]`` of the finished files, checked on arrival."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
 
 
 # datasets -------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ apps compose: a router whose default member is a fallback chain, for example.
     {"type": "router",   "members": [{"deployment": "support", "description": "..."}, ...],
                          "rules": [{"member": "legal", "keywords": ["契約"], "regex": "...",
                                     "metadata": {"dept": "legal"}}],
+                         "strategy": "shortest_first",
                          "semantic": {"threshold": 0.35}, "default": "general"}
     {"type": "fallback", "members": [{"deployment": "a", "timeout_seconds": 10},
                                      {"deployment": "b"}]}
 
 plus, for any type, ``system_prompt`` and ``defaults`` (``temperature``, ``top_p``,
 ``max_tokens``: used when the request does not set them). A router tries its rules in order,
-then meaning, then ``default``. Meaning is a classifier fitted once per app on each member's
+then its ``strategy`` (a named one a plugin adds, :func:`loraloop.ml.router.pick`), then
+meaning, then ``default``. Meaning is a classifier fitted once per app on each member's
 description and training inputs plus a built-in class of general requests
 (:mod:`loraloop.ml.router`: character n-grams, and MiniLM only when the n-grams are unsure);
 the most likely member answers when it is not the general class and its probability is at
@@ -24,6 +26,7 @@ before its first token, or answers nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import unicodedata
@@ -40,9 +43,11 @@ from loraloop.db.tables import AdapterAlias, AdapterVersion, Deployment, Job, Us
 from loraloop.errors import Conflict, InvalidRequest
 from loraloop.gateway.credentials import Vault
 from loraloop.gateway.deployments import Step, Target
-from loraloop.ml.router import Decision, Router
+from loraloop.ml.router import Candidate, Decision, Router, StrategyFailed, pick, strategy_names
 
 __all__ = ["TYPES", "Request", "members", "plan", "validate"]
+
+log = logging.getLogger(__name__)
 
 TYPES = ("single", "router", "fallback")
 MAX_DEPTH = 4
@@ -140,6 +145,13 @@ def _router(spec: dict[str, Any], names: set[str], problems: list[str]) -> dict[
             problems.append(f"rule {number} matches nothing: give keywords, regex or metadata")
         clean_rules.append(clean)
     out["rules"] = clean_rules
+    strategy = spec.get("strategy")
+    if strategy is not None:
+        if strategy not in strategy_names():
+            known = ", ".join(strategy_names()) or "none is installed"
+            problems.append(f"strategy {strategy!r} is not one a plugin adds ({known})")
+        else:
+            out["strategy"] = strategy
     semantic = spec.get("semantic")
     if semantic is not None:
         threshold = semantic.get("threshold", 0.35) if isinstance(semantic, dict) else None
@@ -277,12 +289,33 @@ def _route(
         hit = _matches(rule, text, request)
         if hit:
             return rule["member"], {"by": "rule", "rule": number, "matched": hit}
+    passed: dict[str, Any] = {}
+    if spec.get("strategy"):
+        chosen, passed = _by_strategy(spec, request)
+        if chosen is not None:
+            return chosen, passed
     semantic = spec.get("semantic")
     if semantic is not None:
         decision = _meaning(session, owner, spec, request.text)
         if decision is not None:
-            return _meaning_route(decision, semantic["threshold"], spec["default"])
-    return spec["default"], {"by": "default"}
+            member, route = _meaning_route(decision, semantic["threshold"], spec["default"])
+            return member, {**route, **passed}
+    return spec["default"], {"by": "default", **passed}
+
+
+def _by_strategy(spec: dict[str, Any], request: Request) -> tuple[str | None, dict[str, Any]]:
+    """The member the app's strategy picks, or None and why not (for the trace's route): a
+    strategy that passes, fails or is no longer installed leaves the rest of the router."""
+    name = spec["strategy"]
+    members = [Candidate(m["name"], m.get("description", "")) for m in spec["members"]]
+    try:
+        chosen = pick(name, request.text, members)
+    except StrategyFailed as failure:
+        log.warning("app router: %s; the request goes on to meaning and the default", failure)
+        return None, {"strategy_error": str(failure)}
+    if chosen is None:
+        return None, {"strategy_passed": name}
+    return chosen, {"by": "strategy", "strategy": name}
 
 
 def _meaning_route(

@@ -99,6 +99,12 @@ class Engines:
         with self._lock:
             return list(self._engines)
 
+    def stats(self) -> dict[Path, dict[str, Any]]:
+        """Each loaded engine's own ``stats()`` (read at scrape time by ``/metrics``)."""
+        with self._lock:
+            loaded = list(self._engines.items())
+        return {path: engine.stats() for path, engine in loaded}
+
     def close(self) -> None:
         with self._lock:
             for engine in self._engines.values():

@@ -37,7 +37,7 @@ from loraloop.gateway.engines import Engines
 from loraloop.gateway.upstream import UpstreamSource
 from loraloop.identity import api_keys
 
-__all__ = ["Call", "Caller", "Gateway"]
+__all__ = ["Call", "Caller", "Gateway", "Served"]
 
 Endpoint = Literal["chat", "completions"]
 _PRUNE_EVERY = 3600.0
@@ -152,6 +152,21 @@ class _Run:
             yield piece
 
 
+@dataclass(frozen=True)
+class Served:
+    """One finished completion, as observers of the gateway see it (``/metrics`` counts it):
+    what kind of model answered, never who asked."""
+
+    kind: Literal["base", "adapter", "app", "upstream"]
+    endpoint: Endpoint
+    status: str
+    """``ok``, ``error`` or ``abandoned`` (the client went away)."""
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    first_token_seconds: float | None
+
+
 class _NoAnswer(Exception):
     """A member of a fallback chain failed, timed out or answered nothing."""
 
@@ -168,6 +183,8 @@ class Gateway:
         self.db, self.settings, self.engines, self.vault = db, settings, engines, vault
         self.http = http or httpx.AsyncClient(follow_redirects=False)
         self._pruned_at = 0.0
+        self.observers: list[Callable[[Served], None]] = []
+        """Called with every completion once it is recorded (in a worker thread)."""
 
     def __repr__(self) -> str:
         return "Gateway()"
@@ -468,6 +485,31 @@ class Gateway:
                     trace_days=self.settings.trace_retention_days,
                     usage_days=self.settings.usage_retention_days,
                 )
+        if self.observers:
+            served = _served(run, status, now)
+            for observe in self.observers:
+                observe(served)
+
+
+def _kind(target: Target) -> Literal["base", "adapter", "app", "upstream"]:
+    if target.app_id is not None:
+        return "app"
+    if target.upstream_url:
+        return "upstream"
+    return "adapter" if target.adapter is not None else "base"
+
+
+def _served(run: _Run, status: str, now: float) -> Served:
+    source, first = run.source, run.source.first_token_at
+    return Served(
+        kind=_kind(run.target),
+        endpoint=run.call.endpoint,
+        status=status,
+        prompt_tokens=source.prompt_tokens,
+        completion_tokens=source.completion_tokens,
+        seconds=now - run.started,
+        first_token_seconds=first - run.started if first else None,
+    )
 
 
 def _member(route: dict[str, Any]) -> str | None:

@@ -1,8 +1,10 @@
 """The child process that runs one job: ``python -m loraloop.jobs.child``.
 
-Protocol: one JSON object on stdin (``{"kind", "payload"}``); JSON lines on stdout, each
-``{"type": "event" | "result" | "error", ...}``. Anything the handler prints goes to stderr so
-it cannot corrupt the protocol. A crash (no result and no error line) is retried by the worker.
+Protocol: one JSON object on stdin (``{"kind", "payload", "plugins"}``, ``plugins`` being the
+modules the parent loaded from its settings, loaded here besides the installed ones); JSON lines
+on stdout, each ``{"type": "event" | "result" | "error", ...}``. Anything the handler prints
+goes to stderr so it cannot corrupt the protocol. A crash (no result and no error line) is
+retried by the worker.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import traceback
 from typing import IO, Any
 
+from loraloop import plugins
 from loraloop.jobs import kinds
 
 __all__ = ["main"]
@@ -31,6 +34,7 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     spec = json.loads(sys.stdin.read())
+    plugins.load(spec.get("plugins", []))  # a broken plugin is reported on stderr, not fatal
     handler = kinds.load_handler(kinds.get(spec["kind"]))
     try:
         result = handler(

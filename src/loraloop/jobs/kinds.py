@@ -70,11 +70,25 @@ KINDS: dict[str, JobKind] = {
             on_success="loraloop.providers.work:verified",
         ),
         JobKind(
+            "verify_evaluate",
+            "loraloop.providers.verify_eval_job",
+            submittable=False,
+            description="Regenerates a sample of a compute provider's evaluation answers.",
+            on_success="loraloop.providers.work:verified",
+        ),
+        JobKind(
             "drift_check",
             "loraloop.mlops.drift_job",
             submittable=False,
             description="Tests a deployment's recent inputs against its training inputs.",
             on_success="loraloop.mlops.monitor:drift_checked",
+        ),
+        JobKind(
+            "export",
+            "loraloop.catalog.export_job",
+            submittable=False,
+            description="Writes an adapter version as a merged model or a GGUF file.",
+            on_success="loraloop.catalog.exports:export_succeeded",
         ),
     ]
 }

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, null, select, update
@@ -20,9 +21,11 @@ from loraloop.db.engine import utcnow
 from loraloop.db.tables import Job, JobEvent, User
 from loraloop.errors import Conflict, NotFound
 from loraloop.jobs import kinds
-from loraloop.jobs.states import ACTIVE, OPERATIONS, Status
+from loraloop.jobs.states import ACTIVE, OPERATIONS, TERMINAL, Status
 
 __all__ = [
+    "FINISHED",
+    "Finished",
     "add_event",
     "cancel",
     "claim",
@@ -38,6 +41,30 @@ __all__ = [
     "retry",
     "start",
 ]
+
+
+#: ``session.info`` key listing the jobs this session's transaction brought to an end state, so
+#: an observer (``/metrics``) can count them once the transaction commits, and only then.
+FINISHED = "loraloop.jobs.finished"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job that reached ``succeeded``, ``failed`` or ``cancelled``."""
+
+    kind: str
+    status: str
+    seconds: float | None
+    """From its (last) start to its end; None for a job that never started."""
+
+
+def _note_finished(
+    session: Session, kind: str, status: str, started: datetime | None, ended: datetime | None
+) -> None:
+    if status not in TERMINAL:
+        return
+    seconds = (ended - started).total_seconds() if started and ended else None
+    session.info.setdefault(FINISHED, []).append(Finished(kind, str(status), seconds))
 
 
 def enqueue(
@@ -215,6 +242,7 @@ def complete(session: Session, job_id: int, token: str, result: dict[str, Any]) 
         if done is not None and done.status == Status.succeeded and done.lease_token == token:
             return done
         raise
+    _note_finished(session, job.kind, job.status, job.started_at, job.finished_at)
     hook = kinds.success_hook(kinds.get(job.kind))
     if hook is not None:
         hook(session, job)
@@ -252,7 +280,7 @@ def hand_over(
 def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bool = False) -> Job:
     """Record a failure; a retryable one goes back to the queue while attempts remain."""
     again = and_(literal(retryable), Job.attempts < Job.max_attempts)
-    return _guarded(
+    job = _guarded(
         session,
         job_id,
         "fail",
@@ -268,13 +296,17 @@ def fail(session: Session, job_id: int, token: str, error: str, *, retryable: bo
         },
         token=token,
     )
+    _note_finished(session, job.kind, job.status, job.started_at, job.finished_at)
+    return job
 
 
 def cancel(session: Session, owner: User, job_id: int) -> Job:
     get_own(session, owner, job_id)
-    return _guarded(
+    job = _guarded(
         session, job_id, "cancel", _finished(Status.cancelled, error="cancelled by owner")
     )
+    _note_finished(session, job.kind, job.status, job.started_at, job.finished_at)
+    return job
 
 
 def retry(session: Session, owner: User, job_id: int) -> Job:
@@ -300,7 +332,7 @@ def reap(session: Session) -> tuple[list[int], list[int]]:
     Returns (requeued ids, failed ids)."""
     now = utcnow()
     expired = [Job.status.in_([s.value for s in ACTIVE]), Job.lease_expires_at < now]
-    failed = session.scalars(
+    failed = session.execute(
         update(Job)
         .where(*expired, Job.attempts >= Job.max_attempts)
         .values(
@@ -310,9 +342,11 @@ def reap(session: Session) -> tuple[list[int], list[int]]:
                 "(max_attempts reached)",
             )
         )
-        .returning(Job.id)
+        .returning(Job.id, Job.kind, Job.started_at, Job.finished_at)
         .execution_options(synchronize_session=False)
     ).all()
+    for _id, kind, started, ended in failed:
+        _note_finished(session, kind, Status.failed, started, ended)
     requeued = session.scalars(
         update(Job)
         .where(*expired, Job.attempts < Job.max_attempts)
@@ -326,7 +360,7 @@ def reap(session: Session) -> tuple[list[int], list[int]]:
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     ).all()
-    return list(requeued), list(failed)
+    return list(requeued), [row.id for row in failed]
 
 
 def add_event(

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from loraloop.plugins import child_modules
+
 __all__ = ["Lease", "Outcome", "Stop", "run_child"]
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,9 @@ def run_child(
         assert child.stdin is not None
         assert child.stdout is not None
         try:
-            child.stdin.write(json.dumps({"kind": kind, "payload": payload}))
+            # the plugins this process loaded from settings, so their metrics score there too
+            spec = {"kind": kind, "payload": payload, "plugins": child_modules()}
+            child.stdin.write(json.dumps(spec))
             child.stdin.close()
         except BrokenPipeError:
             pass  # the child died before reading its job; its exit code tells the story

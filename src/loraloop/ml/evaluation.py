@@ -10,6 +10,9 @@ bootstrap that says whether a challenger really beats the champion.
 - ``pairwise`` asks a judge model (any callable) twice with the answers swapped, so a judge
   that favours a position cancels out.
 - ``paired_bootstrap`` resamples cases, keeping each case's two scores together.
+
+Plugins add reference metrics with ``register_metric`` (a name and a scorer); they are checked
+and scored like the built-in ones, and a plugin's failure is raised naming its metric.
 """
 
 from __future__ import annotations
@@ -38,14 +41,17 @@ __all__ = [
     "exact_match",
     "generate",
     "judge_messages",
+    "metric_names",
     "normalise",
     "paired_bootstrap",
     "pairwise",
     "parse_verdict",
     "perplexity",
     "regex",
+    "register_metric",
     "rouge_l",
     "score",
+    "unregister_metric",
 ]
 
 METRICS = ("exact_match", "contains", "regex", "rouge_l")
@@ -59,6 +65,13 @@ _CJK = (
     "\U00020000-\U0003134f"
 )
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+Scorer = Callable[[str, Any], float]
+"""``scorer(answer, expected)``: how well the answer meets the expectation, in [0, 1]."""
+Check = Callable[[Any], str | None]
+"""``check(expected)``: what is wrong with a case's expectation, in words, or None."""
+_ADDED: dict[str, tuple[Scorer, Check | None]] = {}
 
 
 # -- reference metrics -------------------------------------------------------------------------
@@ -104,11 +117,42 @@ def rouge_l(answer: str, reference: str | Sequence[str]) -> float:
     return max(_f1(said, _tokens(option)) for option in _options(reference))
 
 
+def register_metric(name: str, scorer: Scorer, *, check: Check | None = None) -> None:
+    """Add the reference metric ``name`` (from a plugin). ``check`` validates a case's
+    ``expected`` (default: a non-empty string or list of them, as for ``contains``).
+
+    The same scorer again is a no-op; raises ``ValueError`` for a bad or taken name.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"metric name {name!r} must be 1-32 lower-case letters, digits or '_', "
+            "starting with a letter"
+        )
+    if name in METRICS:
+        raise ValueError(f"metric {name!r} is built in")
+    if not callable(scorer) or (check is not None and not callable(check)):
+        raise ValueError(f"metric {name!r}: the scorer and the check must be callable")
+    held = _ADDED.get(name)
+    if held is not None and held != (scorer, check):
+        raise ValueError(f"metric {name!r} is already added by another plugin")
+    _ADDED[name] = (scorer, check)
+
+
+def unregister_metric(name: str) -> None:
+    """Forget the added metric ``name`` (nothing happens for an unknown name)."""
+    _ADDED.pop(name, None)
+
+
+def metric_names() -> tuple[str, ...]:
+    """The built-in metrics, then those plugins added."""
+    return METRICS + tuple(_ADDED)
+
+
 def check_case(metric: str, expected: Any) -> None:
     """Return None for a usable eval case; raise ``InvalidRequest`` naming every problem."""
     problems: dict[str, str] = {}
-    if metric not in METRICS:
-        problems["metric"] = f"metric: {metric!r} is not one of {', '.join(METRICS)}"
+    if metric not in metric_names():
+        problems["metric"] = f"metric: {metric!r} is not one of {', '.join(metric_names())}"
     expectation = _expectation_problem(metric, expected)
     if expectation:
         problems["expected"] = expectation
@@ -119,6 +163,8 @@ def check_case(metric: str, expected: Any) -> None:
 def score(metric: str, answer: str, expected: Any) -> float:
     """The ``metric`` of ``answer`` against ``expected``, in [0, 1], after ``check_case``."""
     check_case(metric, expected)
+    if metric in _ADDED:
+        return _added_score(metric, answer, expected)
     if metric == "exact_match":
         return exact_match(answer, expected)
     if metric == "contains":
@@ -128,6 +174,31 @@ def score(metric: str, answer: str, expected: Any) -> float:
     return rouge_l(answer, expected)
 
 
+def _added_score(metric: str, answer: str, expected: Any) -> float:
+    """A plugin's score, refused unless a number in [0, 1]; its failure names the metric."""
+    scorer, _ = _ADDED[metric]
+    try:
+        value = scorer(answer, expected)
+    except Exception as error:
+        raise RuntimeError(
+            f"metric {metric!r} (a plugin) failed: {type(error).__name__}: {error}"
+        ) from error
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise RuntimeError(f"metric {metric!r} (a plugin) gave {value!r}; a score lies in [0, 1]")
+    return float(value)
+
+
+def _added_problem(metric: str, expected: Any) -> str | None:
+    _, check = _ADDED[metric]
+    if check is None:
+        return _expectation_problem("contains", expected)
+    try:
+        problem = check(expected)
+    except Exception as error:
+        return f"expected: the {metric} metric (a plugin) could not check it: {error}"
+    return None if problem is None else f"expected: {problem.removeprefix('expected: ')}"
+
+
 def _options(expected: str | Sequence[str]) -> list[str]:
     return [expected] if isinstance(expected, str) else list(expected)
 
@@ -135,6 +206,8 @@ def _options(expected: str | Sequence[str]) -> list[str]:
 def _expectation_problem(metric: str, expected: Any) -> str | None:
     """What is wrong with ``expected`` for ``metric``, in words, or None."""
     shape = "a non-empty string or a non-empty list of non-empty strings"
+    if metric in _ADDED:
+        return _added_problem(metric, expected)
     if metric == "regex":
         if not isinstance(expected, str) or not expected.strip():
             return f"expected: a regex case takes one non-empty pattern, got {expected!r:.80}"

@@ -16,12 +16,18 @@ single kanji and kanji pairs, katakana words) as for English (words and 3-5 lett
 MiniLM (English-trained) is weighted by the share of Latin letters in the request (``β`` from
 :data:`BETA_JA` to :data:`BETA_EN`). Fitting is a few hundred milliseconds; a cheap decision
 is well under one. Pure numpy: nothing here knows about apps or databases.
+
+Plugins add named *strategies* (:func:`register_strategy`): a function of the request text and
+the members that names the member to answer, or None to leave the decision to the classifier
+and the default. :func:`pick` runs one and turns any failure into a ``StrategyFailed`` that
+names it, so a broken strategy costs a request its shortcut, never its answer.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 import threading
 import unicodedata
 from collections import Counter
@@ -37,10 +43,17 @@ __all__ = [
     "BETA_JA",
     "SURE",
     "TRUSTED",
+    "Candidate",
     "Decision",
     "Router",
+    "Strategy",
+    "StrategyFailed",
     "latin_share",
     "ngrams",
+    "pick",
+    "register_strategy",
+    "strategy_names",
+    "unregister_strategy",
 ]
 
 SURE = 0.65
@@ -65,6 +78,73 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 """Texts to unit rows (``MiniLM.embed``)."""
+
+
+# --- strategies from plugins -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A member a strategy may pick: its name in the app and the owner's description of it."""
+
+    name: str
+    description: str = ""
+
+
+Strategy = Callable[[str, Sequence[Candidate]], str | None]
+"""``strategy(text, members)``: the name of the member that answers, or None to pass."""
+
+_STRATEGIES: dict[str, Strategy] = {}
+_STRATEGY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+class StrategyFailed(RuntimeError):
+    """A strategy is not installed, raised, or named no member; the message says which."""
+
+
+def register_strategy(name: str, strategy: Strategy) -> None:
+    """Add the strategy ``name`` (from a plugin); the same function again is a no-op.
+
+    Raises ``ValueError`` for a bad name, a non-callable or a name another plugin holds.
+    """
+    if not isinstance(name, str) or not _STRATEGY_NAME.fullmatch(name):
+        raise ValueError(
+            f"strategy name {name!r} must be 1-32 lower-case letters, digits or '_', "
+            "starting with a letter"
+        )
+    if not callable(strategy):
+        raise ValueError(f"strategy {name!r} must be callable")
+    held = _STRATEGIES.get(name)
+    if held is not None and held is not strategy:
+        raise ValueError(f"strategy {name!r} is already added by another plugin")
+    _STRATEGIES[name] = strategy
+
+
+def unregister_strategy(name: str) -> None:
+    """Forget the strategy ``name`` (nothing happens for an unknown name)."""
+    _STRATEGIES.pop(name, None)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The strategies plugins added, in the order they were added."""
+    return tuple(_STRATEGIES)
+
+
+def pick(name: str, text: str, members: Sequence[Candidate]) -> str | None:
+    """The member strategy ``name`` chooses for ``text`` (None: it passes); raises
+    ``StrategyFailed`` when it is not installed, fails, or names no member."""
+    strategy = _STRATEGIES.get(name)
+    if strategy is None:
+        raise StrategyFailed(f"strategy {name!r} is not installed")
+    try:
+        chosen = strategy(text, tuple(members))
+    except Exception as error:
+        raise StrategyFailed(
+            f"strategy {name!r} failed: {type(error).__name__}: {error}"
+        ) from error
+    if chosen is not None and chosen not in {m.name for m in members}:
+        raise StrategyFailed(f"strategy {name!r} chose {chosen!r}, which is not a member")
+    return chosen
 
 
 # --- features ---------------------------------------------------------------------------

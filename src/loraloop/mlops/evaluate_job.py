@@ -1,4 +1,6 @@
-"""The ``evaluate`` job: score adapter versions on an adapter's suites, in the worker's child.
+"""The ``evaluate`` job: score adapter versions on an adapter's suites, in the worker's child
+(a trusted worker's, or a compute provider's node, whose answers the server then rescores and
+spot-checks: :mod:`loraloop.providers.eval_work`).
 
 Plain paths and cases in, per-case answers and scores out; no database. Each version answers
 every case greedily; cases with a reference answer (held-out and corrections suites) are also
@@ -19,7 +21,7 @@ from typing import Any
 from loraloop.errors import InvalidRequest
 from loraloop.ml import evaluation
 
-__all__ = ["run", "validate"]
+__all__ = ["reference_losses", "run", "validate"]
 
 _NEEDS = ("base_path", "versions", "suites")
 
@@ -69,7 +71,7 @@ def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> di
                 evaluation.score(c["metric"], a, c["expected"])
                 for c, a in zip(cases, answers, strict=True)
             ]
-            losses = _losses(model, tokenizer, cases)
+            losses = reference_losses(model, tokenizer, cases)
             per_suite[str(suite["id"])] = {
                 "cases": [
                     {"id": c["id"], "answer": a, "score": s, "loss": loss}
@@ -90,8 +92,9 @@ def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> di
     return out
 
 
-def _losses(model: Any, tokenizer: Any, cases: list[dict[str, Any]]) -> list[float | None]:
-    """The loss of each case's reference answer (None where the case has none)."""
+def reference_losses(model: Any, tokenizer: Any, cases: list[dict[str, Any]]) -> list[float | None]:
+    """The loss of each case's reference answer (None where the case has none); the verifier
+    of a provider's evaluation recomputes a sample of them with this same function."""
     with_reference = [
         i
         for i, c in enumerate(cases)

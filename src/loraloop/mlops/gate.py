@@ -149,9 +149,12 @@ def evaluation_payload(
     judge: dict[str, Any] | None,
     max_new_tokens: int,
     gate: dict[str, Any] | None = None,
+    remote_ok: bool = False,
 ) -> dict[str, Any]:
-    """What the ``evaluate`` job needs; ``base`` holds base_path, base_default, models_dir."""
-    return {
+    """What the ``evaluate`` job needs; ``base`` holds base_path, base_default, models_dir.
+    ``remote_ok``: the owner lets compute providers run it (they receive the cases), which
+    they may only without a judge (see ``providers.eval_work``)."""
+    payload = {
         "adapter_id": adapter_id,
         **base,
         "versions": [{"id": v.id, "version": v.version, "path": v.path} for v in versions],
@@ -160,6 +163,9 @@ def evaluation_payload(
         "judge": judge,
         "gate": gate,
     }
+    if remote_ok:
+        payload["remote_ok"] = True
+    return payload
 
 
 def base_of(settings: Settings, session: Session, adapter_id: int) -> dict[str, Any]:
@@ -179,9 +185,16 @@ def judge_of(settings: Settings) -> dict[str, Any] | None:
 
 
 def start_evaluation(
-    session: Session, settings: Settings, user: User, adapter_id: int, versions: list[int]
+    session: Session,
+    settings: Settings,
+    user: User,
+    adapter_id: int,
+    versions: list[int],
+    *,
+    community_compute: bool = False,
 ) -> Job:
-    """Score versions of your adapter on its suites (history only: nothing is promoted)."""
+    """Score versions of your adapter on its suites (history only: nothing is promoted);
+    ``community_compute`` lets providers' nodes run it (verified before it is recorded)."""
     adapters.get_own(session, user, adapter_id)
     if not versions or len(versions) > 4:
         raise InvalidRequest("name 1 to 4 versions to evaluate", param="versions")
@@ -193,6 +206,7 @@ def start_evaluation(
         base=base_of(settings, session, adapter_id),
         judge=judge_of(settings) if len(rows) == 2 else None,
         max_new_tokens=settings.eval_max_new_tokens,
+        remote_ok=community_compute,
     )
     return queue.enqueue(session, user, "evaluate", payload, submitted=False)
 

@@ -342,6 +342,7 @@ def train_succeeded(session: Session, job: Job) -> AdapterVersion:
         base={k: job.payload[k] for k in ("base_path", "base_default", "models_dir")},
         judge=maintenance.get("judge"),
         max_new_tokens=int(maintenance.get("max_new_tokens", 64)),
+        remote_ok=bool(job.payload.get("remote_ok")),  # as the owner chose for its training
     )
     return version
 
@@ -356,6 +357,7 @@ def _queue_gate(
     base: dict[str, Any],
     judge: dict[str, Any] | None,
     max_new_tokens: int,
+    remote_ok: bool = False,
 ) -> None:
     """Make ``challenger`` the challenger and queue the evaluation that gates it."""
     run.challenger_version_id = challenger.id
@@ -367,6 +369,7 @@ def _queue_gate(
         judge=judge,
         max_new_tokens=max_new_tokens,
         gate={"retrain_run_id": run.id, "champion_id": champion.id, "challenger_id": challenger.id},
+        remote_ok=remote_ok,
     )
     if not any(s["cases"] for s in payload["suites"]):
         run.status, run.error = "refused", "the adapter has no evaluation cases to gate on"

@@ -54,9 +54,10 @@ def create(
 ) -> EvalSuite:
     """A new owner-written suite on your adapter."""
     adapters.get_own(session, user, adapter_id)
-    if metric not in evaluation.METRICS:
+    if metric not in evaluation.metric_names():
         raise InvalidRequest(
-            f"metric {metric!r} must be one of {', '.join(evaluation.METRICS)}", param="metric"
+            f"metric {metric!r} must be one of {', '.join(evaluation.metric_names())}",
+            param="metric",
         )
     name = name.strip()
     if not 1 <= len(name) <= 64:

@@ -1,12 +1,15 @@
 """The work a provider node does, from claim to credit.
 
-An untrusted node gets only jobs whose owner allowed community compute (``remote_ok``) and
-that keep a held-out split back for checking (``validation_file``), never that split itself.
-It downloads its inputs by hash, uploads its artifact in resumable chunks, and completes.
-Then the server holds the job (``hand_over``: still running, the lease now the server's) and
-queues ``verify_train`` on a trusted worker. Only a passed verification completes the job (the
-version is recorded as any other) and credits the node's owner for the work measured; a
-failed one costs the node reliability and puts the job back in the queue for another node.
+An untrusted node gets only jobs whose owner allowed community compute (``remote_ok``): a
+training run that keeps a held-out split back for checking (``validation_file``), never that
+split itself; or an evaluation without a judge (:mod:`eval_work`). It downloads its inputs by
+hash, uploads its artifact in resumable chunks (an evaluation reports its answers instead), and
+completes. Then the server holds the job (``hand_over``: still running, the lease now the
+server's) and queues ``verify_train`` or ``verify_evaluate`` on a trusted worker (an
+evaluation's scores are first rescored at once). Only a passed verification completes the job
+(the version or the evaluation is recorded as any other) and credits the node's owner for the
+work measured; a failed one costs the node reliability and puts the job back in the queue for
+another node.
 
 A trusted node (an admin's ``worker`` key) is taken at its word, as the local worker is.
 """
@@ -22,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loraloop.config import Settings
@@ -31,7 +34,7 @@ from loraloop.db.tables import Job, ProviderNode, ProviderWork, User
 from loraloop.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from loraloop.jobs import queue
 from loraloop.jobs.states import ACTIVE
-from loraloop.providers import nodes
+from loraloop.providers import eval_work, nodes
 from loraloop.rewards import ledger
 from loraloop.storage import sha256_file
 
@@ -43,15 +46,16 @@ __all__ = [
     "confirmed",
     "input_file",
     "inputs",
+    "job_kinds",
     "on_probation",
     "reap",
     "upload",
     "verified",
 ]
 
-REMOTE_KINDS = ("train", "train_check")
+REMOTE_KINDS = ("train", "train_check", "evaluate")
 PROBATION_JOBS = 2
-"""Verified jobs a provider node does before its results count without a second run."""
+"""Verified training jobs a provider node does before its results count without a second run."""
 AGREE_TOLERANCE = 0.05
 """Largest relative distance between two runs of the same training for them to agree."""
 UPLOADS = ("adapter_model.safetensors", "adapter_config.json", "README.md")
@@ -115,15 +119,21 @@ def _eligible(node: ProviderNode, job: Job) -> bool:
         return False
     if node.owner_id in (payload.get("exclude_owners") or []):
         return False
-    if not node.trusted and (
-        job.kind not in REMOTE_KINDS
-        or not payload.get("remote_ok")
-        or not payload.get("validation_file")
-    ):
+    if not node.trusted and not _open_to_providers(job):
         return False
     if not nodes.fits(node, payload):
         return False
     return (utcnow() - job.created_at).total_seconds() >= nodes.patience(node)
+
+
+def _open_to_providers(job: Job) -> bool:
+    """Whether an untrusted node may run the job at all (whoever it is)."""
+    payload = job.payload
+    if job.kind not in REMOTE_KINDS or not payload.get("remote_ok"):
+        return False
+    if job.kind == "evaluate":
+        return eval_work.open_to_providers(payload)
+    return bool(payload.get("validation_file"))
 
 
 def claim(
@@ -181,10 +191,7 @@ def inputs(node: ProviderNode, job: Job) -> dict[str, Any]:
     payload = job.payload
     if node.trusted:
         return payload
-    train = Path(payload["train_file"])
-    files: dict[str, dict[str, Any]] = {
-        "train_file": {"sha256": train.name, "size": train.stat().st_size}
-    }
+    files: dict[str, dict[str, Any]] = {}
     base: dict[str, Any] = {
         "name": payload.get("base_name"),
         "default": bool(payload.get("base_default")),
@@ -192,6 +199,10 @@ def inputs(node: ProviderNode, job: Job) -> dict[str, Any]:
     if not base["default"]:
         for path in _base_files(Path(payload["base_path"])):
             files[f"base/{path.name}"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    if job.kind == "evaluate":
+        return eval_work.inputs(payload, files, base)
+    train = Path(payload["train_file"])
+    files["train_file"] = {"sha256": train.name, "size": train.stat().st_size}
     keep = ("adapter_name", "base_name", "licence", "dataset", "adapter_id")
     return {
         **{k: payload[k] for k in keep if k in payload},
@@ -205,8 +216,12 @@ def inputs(node: ProviderNode, job: Job) -> dict[str, Any]:
 def input_file(session: Session, node: ProviderNode, job_id: int, token: str, name: str) -> Path:
     job = holding(session, node, job_id, token)
     payload = job.payload
-    if name == "train_file" and (node.trusted or payload.get("remote_ok")):
+    if not (node.trusted or payload.get("remote_ok")):
+        raise NotFound(f"job {job_id} has no input named {name}", param="name")
+    if name == "train_file" and job.kind != "evaluate":
         return Path(payload["train_file"])
+    if job.kind == "evaluate" and (path := eval_work.version_file(payload, name)) is not None:
+        return path
     if name.startswith("base/") and not payload.get("base_default"):
         wanted = name.removeprefix("base/")
         for path in _base_files(Path(payload["base_path"])):
@@ -282,6 +297,8 @@ def complete(
         trusted_work.status, trusted_work.finished_at = "accepted", utcnow()
         trusted_work.verification = {"passed": True, "reason": "a trusted node's work"}
         return done
+    if job.kind == "evaluate":
+        return _complete_evaluation(session, node, job, token, result)
     declared = result.get("files")
     if not isinstance(declared, dict) or "adapter_model.safetensors" not in declared:
         raise InvalidRequest(
@@ -365,6 +382,55 @@ def complete(
     return job
 
 
+def _complete_evaluation(
+    session: Session, node: ProviderNode, job: Job, token: str, result: dict[str, Any]
+) -> Job:
+    """Rescore every answer now (any disagreement rejects the work); otherwise hold the job,
+    with the server's scores as its result, while ``verify_evaluate`` spot-checks it."""
+    work = _work(session, job)
+    checked = eval_work.rescore(job.payload, result)
+    work.claimed = {"versions": checked.claimed, "node_id": node.id}
+    rescored = {"passed": not checked.problems, "cases": checked.cases}
+    if checked.problems:
+        reason = (
+            f"the server rescored the {checked.cases} answers and {len(checked.problems)} "
+            "reported number(s) disagree: " + "; ".join(checked.problems[:5])
+        )
+        work.verification = {
+            "passed": False,
+            "reason": reason,
+            "work": "evaluation",
+            "rescore": {**rescored, "disagreements": len(checked.problems)},
+        }
+        work.finished_at = utcnow()
+        _reject(session, work, job, token, reason)
+        return job
+    sample = eval_work.draw(job.payload, checked.result)
+    hold = secrets.token_hex(16)
+    queue.hand_over(
+        session,
+        job.id,
+        token,
+        to_token=hold,
+        hold_seconds=HOLD_SECONDS,
+        result={**checked.result, "node_id": node.id},
+    )
+    verify = queue.enqueue(
+        session,
+        _owner(session, job),
+        "verify_evaluate",
+        eval_work.verify_payload(
+            job.payload, checked.result, sample, job_id=job.id, hold_token=hold, work_id=work.id
+        ),
+        submitted=False,
+        max_attempts=2,
+    )
+    work.status, work.verify_job_id = "verifying", verify.id
+    work.verification = {"work": "evaluation", "rescore": rescored}
+    session.flush()
+    return job
+
+
 def _owner(session: Session, job: Job) -> User:
     owner = session.get(User, job.owner_id)
     assert owner is not None
@@ -381,27 +447,40 @@ def _work(session: Session, job: Job) -> ProviderWork:
     return work
 
 
-def on_probation(node: ProviderNode) -> bool:
-    """A provider node's first ``PROBATION_JOBS`` verified jobs are each confirmed by a second
-    run elsewhere (another owner's node, or a trusted worker)."""
-    return not node.trusted and node.verified_ok < PROBATION_JOBS
+def on_probation(session: Session, node: ProviderNode) -> bool:
+    """A provider node's first ``PROBATION_JOBS`` verified training jobs are each confirmed by
+    a second run elsewhere (another owner's node, or a trusted worker). Only training counts:
+    passing cheap evaluations must not buy a node out of the redundancy check of training."""
+    if node.trusted:
+        return False
+    trained = session.scalar(
+        select(func.count())
+        .select_from(ProviderWork)
+        .join(Job, Job.id == ProviderWork.job_id)
+        .where(
+            ProviderWork.node_id == node.id,
+            ProviderWork.status == "accepted",
+            Job.kind.in_(("train", "train_check")),
+        )
+    )
+    return int(trained or 0) < PROBATION_JOBS
 
 
 def verified(session: Session, verify: Job) -> None:
-    """Success hook of ``verify_train``: complete the held job and credit the node (after a
-    confirming run elsewhere while the node is on probation), or put the job back in the
-    queue without that node."""
+    """Success hook of ``verify_train`` and ``verify_evaluate``: complete the held job and
+    credit the node (for training, after a confirming run elsewhere while the node is on
+    probation), or put the job back in the queue without that node."""
     payload, outcome = verify.payload, verify.result or {}
     work = session.get(ProviderWork, payload["work_id"])
     job = session.get(Job, payload["job_id"])
     if work is None or job is None or work.status != "verifying":
         return
     node = session.get(ProviderNode, work.node_id)
-    work.verification, work.finished_at = outcome, utcnow()
+    work.verification, work.finished_at = {**(work.verification or {}), **outcome}, utcnow()
     if not outcome.get("passed"):
         _reject(session, work, job, payload["hold_token"], str(outcome.get("reason")))
         return
-    if node is not None and job.kind == "train" and on_probation(node):
+    if node is not None and job.kind == "train" and on_probation(session, node):
         work.status = "confirming"
         _confirm(session, work, job, node, payload["hold_token"])
         return
@@ -418,7 +497,7 @@ def _accept(
     assert job.result is not None
     queue.complete(session, job.id, hold, job.result)
     if node is not None:
-        _credit(session, node, work, outcome)
+        _credit(session, node, work, outcome, job.kind)
 
 
 def _reject(session: Session, work: ProviderWork, job: Job, hold: str, reason: str) -> None:
@@ -514,8 +593,11 @@ def _distance(first: Path, second: Path) -> float | None:
 
 
 def _credit(
-    session: Session, node: ProviderNode, work: ProviderWork, outcome: dict[str, Any]
+    session: Session, node: ProviderNode, work: ProviderWork, outcome: dict[str, Any], kind: str
 ) -> None:
+    """One point per 10^12 (tokens × parameters), as the verifier measured them: tokens
+    trained for training, tokens evaluated (prompts and answers) for an evaluation."""
+    evaluating = kind == "evaluate"
     tokens, params = int(outcome.get("tokens") or 0), int(outcome.get("params") or 0)
     points = tokens * params / TOKEN_PARAMS_PER_POINT
     ledger.append(
@@ -531,12 +613,23 @@ def _credit(
             "formula": "tokens × parameters / 10^12",
             "tokens": tokens,
             "parameters": params,
-            "measured_by": "verify_train",
+            "work": "evaluation" if evaluating else "training",
+            "measured_by": "verify_evaluate" if evaluating else "verify_train",
             "job_id": work.job_id,
             "node_id": node.id,
             "points": round(points, 6),
         },
     )
+
+
+def job_kinds(session: Session, rows: list[ProviderWork]) -> dict[int, str]:
+    """The kind of each work row's job (job id → kind), so a page can tell training from
+    evaluation work."""
+    ids = sorted({w.job_id for w in rows})
+    if not ids:
+        return {}
+    found = session.execute(select(Job.id, Job.kind).where(Job.id.in_(ids)))
+    return {job_id: kind for job_id, kind in found}
 
 
 def recent(session: Session, node_ids: list[int], limit: int = 100) -> list[ProviderWork]:

@@ -107,8 +107,10 @@ class Card:
     body: Markup
 
 
-def model_card(folder: Path) -> Card | None:
-    """The model card in ``folder`` rendered with raw HTML escaped, or None without one."""
+def model_card(folder: Path, *, heading_offset: int = 0) -> Card | None:
+    """The model card in ``folder`` rendered with raw HTML escaped, or None without one.
+    ``heading_offset`` pushes the card's headings down (2: its ``#`` becomes an ``h3``) for a
+    page whose own ``h1`` and section ``h2`` come first."""
     path = folder / "README.md"
     if path.is_symlink() or not path.is_file():  # a card never points outside its folder
         return None
@@ -122,7 +124,11 @@ def model_card(folder: Path) -> Card | None:
             if colon and name.strip():
                 fields.append((name.strip(), value.strip()))
         text = text[found.end() :]
-    body = _MARKDOWN.render(text)
+    tokens = _MARKDOWN.parse(text)
+    for token in tokens:
+        if heading_offset and token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1:]) + heading_offset)}"
+    body = _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {})
     return Card(fields, Markup(body))  # noqa: S704 - markdown-it escapes raw HTML (html=False)
 
 

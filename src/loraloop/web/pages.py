@@ -16,6 +16,7 @@ from loraloop.web import (
     pages_catalog,
     pages_community,
     pages_data,
+    pages_hub,
     pages_maintenance,
     pages_playground,
     pages_providers,
@@ -55,6 +56,7 @@ def install(app: FastAPI) -> None:
         pages_maintenance,
         pages_apps,
         pages_community,
+        pages_hub,
         pages_providers,
         pages_rewards,
     )

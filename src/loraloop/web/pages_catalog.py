@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from loraloop.api.deps import AppDatabase, AppSettings
-from loraloop.catalog import adapters, aliases, base_models
+from loraloop.catalog import adapters, aliases, base_models, facets, hub
 from loraloop.db.engine import utcnow
 from loraloop.db.tables import (
     AdapterVersion,
@@ -31,6 +31,7 @@ from loraloop.db.tables import (
 from loraloop.gateway import deployments
 from loraloop.identity import api_keys, wallets
 from loraloop.ml.models import SUGGESTED_MODELS
+from loraloop.plugins import AdapterInfo, panels_of
 from loraloop.web import i18n
 from loraloop.web.catalog_views import (
     SUGGESTION_NOTES,
@@ -173,9 +174,16 @@ def adapter_page(
             "owner_name": owner_name(session, viewer.user, adapter.owner_id),
             "aliases": named,
             "versions": _version_views(session, viewer.user, viewer.t, adapter.id, named),
-            "licences": adapters.LICENCES,
+            "licence_name": facets.licence_name(adapter.licence),
+            "forked_from": hub.lineage(session, viewer.user, adapter),
+            "licences": facets.LICENCES,
+            "languages": facets.LANGUAGES,
+            "tasks": facets.TASKS,
             "visibilities": adapters.VISIBILITIES,
         }
+        mine = adapter.owner_id == viewer.user.id
+        shown = AdapterInfo.of(adapter, base.name, named, mine=mine, lang=viewer.lang)
+    context["panels"] = panels_of(request.app, shown)  # plugins' panels; escaped unless Markup
     return render(request, viewer, "adapter.html", context)
 
 

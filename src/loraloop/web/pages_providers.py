@@ -1,10 +1,13 @@
 """The compute page (``/providers``): the signed-in user's provider nodes with what they
-reported and how reliable their work proved, their recent work with its verification, and the
-compute points it earned, each credit with its formula. Without a node yet, the three steps
-to start one (a provider key, the install, the ``loraloop worker`` command for this server).
+reported and how reliable their work proved, their recent work (training or evaluation) with
+its verification (an evaluation's rescoring and spot check: answers agreeing of those
+sampled), and the compute points it earned, each credit with its formula. Without a node yet,
+the three steps to start one (a provider key, the install, the ``loraloop worker`` command for
+this server).
 
 Everything is read through :mod:`loraloop.providers` (``nodes.mine``, ``nodes.reliability``,
-``work.recent``, ``earnings``), so another user's nodes never reach the template.
+``work.recent``, ``work.job_kinds``, ``earnings``), so another user's nodes never reach the
+template.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class NodeView:
 @dataclass(frozen=True)
 class WorkView:
     work: ProviderWork
+    kind: str
+    """The job's kind, in words (``job.kind.*``)."""
     node_name: str
     reason: str | None
     numbers: list[str]
@@ -72,6 +77,8 @@ class CreditView:
     entry: PointsEntry
     points: str
     tokens: str
+    tokens_label: str
+    """Tokens trained or tokens evaluated, as the credit's work was."""
     parameters: str
     formula: str
     job_id: Any
@@ -118,8 +125,38 @@ def _loss(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
 
 
-def _numbers(t: i18n.Translate, verification: dict[str, Any]) -> list[str]:
+def _checks(t: i18n.Translate, verification: dict[str, Any]) -> list[str]:
+    """An evaluation's two checks: answers rescored, then the sampled answers that agreed."""
     shown = []
+    rescore = verification.get("rescore")
+    if isinstance(rescore, dict) and isinstance(rescore.get("cases"), int):
+        shown.append(t("providers.work.rescored", n=rescore["cases"]))
+    sampled = verification.get("sampled")
+    if isinstance(sampled, int) and sampled:
+        agreed = int(verification.get("agreed") or 0)
+        shown.append(
+            t(
+                "providers.work.agreement",
+                agreed=agreed,
+                sampled=sampled,
+                share=f"{agreed / sampled:.0%}",
+            )
+        )
+        checked = verification.get("losses_checked")
+        if isinstance(checked, int) and checked:
+            shown.append(
+                t(
+                    "providers.work.loss_checks",
+                    agreed=int(verification.get("losses_agreed") or 0),
+                    checked=checked,
+                    tolerance=f"{float(verification.get('loss_tolerance') or 0):.0%}",
+                )
+            )
+    return shown
+
+
+def _numbers(t: i18n.Translate, verification: dict[str, Any]) -> list[str]:
+    shown = _checks(t, verification)
     if "adapter_loss" in verification or "base_loss" in verification:
         shown.append(
             t(
@@ -136,14 +173,21 @@ def _numbers(t: i18n.Translate, verification: dict[str, Any]) -> list[str]:
 
 
 def _work_view(
-    t: i18n.Translate, row: ProviderWork, names: dict[int, str], earned: dict[int, str]
+    t: i18n.Translate,
+    row: ProviderWork,
+    names: dict[int, str],
+    earned: dict[int, str],
+    kinds: dict[int, str],
 ) -> WorkView:
     verification = row.verification or {}
+    kind = kinds.get(row.job_id, "train")
     reason = verification.get("reason")
     if reason is None and row.status in NOTES:
-        reason = t(f"providers.work.note.{row.status}")
+        note = "verifying_evaluation" if kind == "evaluate" and row.status == "verifying" else ""
+        reason = t(f"providers.work.note.{note or row.status}")
     return WorkView(
         work=row,
+        kind=t(f"job.kind.{kind}"),
         node_name=names.get(row.node_id, f"#{row.node_id}"),
         reason=str(reason) if reason is not None else None,
         numbers=_numbers(t, verification),
@@ -158,6 +202,11 @@ def _credit_view(entry: PointsEntry, names: dict[int, str]) -> CreditView:
         entry=entry,
         points=number(entry.millipoints / 1000),
         tokens=f"{int(breakdown.get('tokens') or 0):,}",
+        tokens_label=(
+            "providers.credits.tokens_evaluated"
+            if breakdown.get("work") == "evaluation"
+            else "providers.credits.tokens"
+        ),
         parameters=f"{int(breakdown.get('parameters') or 0):,}",
         formula=str(breakdown.get("formula") or ""),
         job_id=breakdown.get("job_id"),
@@ -179,6 +228,7 @@ def providers_page(request: Request, viewer: PageViewer, db: AppDatabase) -> Res
     with db.session() as session:
         mine = nodes.mine(session, viewer.user)
         recent = work.recent(session, [n.id for n in mine])
+        kinds = work.job_kinds(session, recent)
         credits = earnings.credits(session, viewer.user)
         total = earnings.total(session, viewer.user)
     names = {n.id: n.name for n in mine}
@@ -195,7 +245,7 @@ def providers_page(request: Request, viewer: PageViewer, db: AppDatabase) -> Res
     context = {
         "active": "providers",
         "nodes": views,
-        "work": [_work_view(t, row, names, earned) for row in recent],
+        "work": [_work_view(t, row, names, earned, kinds) for row in recent],
         "credits": [_credit_view(c, names) for c in credits],
         "total": number(total / 1000),
         "accepted": sum(n.verified_ok for n in mine),

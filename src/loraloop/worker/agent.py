@@ -3,7 +3,8 @@
 The agent registers the node with what it can run, long-polls for a job, downloads the job's
 inputs and checks each against its sha256, runs the job in a child process with the same
 ``ml/`` code the server runs (:mod:`loraloop.jobs.supervisor`), heartbeats while it runs,
-uploads the result in resumable chunks and completes. It speaks only the documented HTTP API
+uploads the result in resumable chunks (training) or sends it in the completion (evaluation:
+answers, scores and losses) and completes. It speaks only the documented HTTP API
 (``/api/worker/...``), never the database. Network trouble is retried with exponential
 backoff; a 409 on a job means the lease is gone, and the job's child is stopped.
 """
@@ -26,7 +27,7 @@ from loraloop import __version__
 from loraloop.jobs import supervisor
 from loraloop.storage import sha256_file
 
-__all__ = ["Agent", "ServerRefused", "capabilities"]
+__all__ = ["Agent", "ServerRefused", "capabilities", "local_payload"]
 
 log = logging.getLogger(__name__)
 _CHUNK = 4 * 1024 * 1024
@@ -197,27 +198,10 @@ class Agent:
         if "files" not in payload:  # a trusted worker sharing the server's data folder
             return dict(payload)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
         for name, meta in payload["files"].items():
-            target = folder / "inputs" / name
+            target = _inside(folder / "inputs", name)
             self.download(int(job["id"]), token, name, target, meta["sha256"])
-            paths[name] = target
-        models = self.workdir / "models"
-        base = payload["base"]
-        if base.get("default"):
-            from loraloop.ml.models import DEFAULT_BASE
-
-            base_path = models / DEFAULT_BASE
-        else:
-            base_path = folder / "inputs" / "base"
-        return {
-            **{k: v for k, v in payload.items() if k not in ("files", "base", "uploads")},
-            "base_path": str(base_path),
-            "base_default": bool(base.get("default")),
-            "models_dir": str(models),
-            "train_file": str(paths["train_file"]),
-            "output_dir": str(folder / "run"),
-        }
+        return local_payload(job["kind"], payload, folder, self.workdir / "models")
 
     def download(self, job_id: int, token: str, name: str, target: Path, sha256: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +261,41 @@ class Agent:
                     offset = int(self.call("GET", url, headers=headers).json()["size"])
                 if size == 0:
                     break
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refusing a name that climbs out of ``folder``."""
+    target = (folder / name).resolve()
+    root = folder.resolve()
+    if os.path.commonpath([root, target]) != str(root) or target == root:
+        raise ValueError(f"input name {name!r} points outside the job's folder")
+    return target
+
+
+def local_payload(kind: str, payload: dict[str, Any], folder: Path, models: Path) -> dict[str, Any]:
+    """The claimed payload with this machine's paths to its downloads in ``folder/inputs``:
+    the base (or the default base in ``models``), then the training split and an output
+    folder (training) or each version's adapter folder (evaluation)."""
+    inputs = folder / "inputs"
+    base = payload["base"]
+    if base.get("default"):
+        from loraloop.ml.models import DEFAULT_BASE
+
+        base_path = models / DEFAULT_BASE
+    else:
+        base_path = inputs / "base"
+    local = {
+        **{k: v for k, v in payload.items() if k not in ("files", "base", "uploads")},
+        "base_path": str(base_path),
+        "base_default": bool(base.get("default")),
+        "models_dir": str(models),
+    }
+    if kind == "evaluate":
+        local["versions"] = [
+            {**v, "path": str(inputs / "version" / str(v["id"]))} for v in payload["versions"]
+        ]
+        return local
+    return {**local, "train_file": str(inputs / "train_file"), "output_dir": str(folder / "run")}
 
 
 class _HttpLease:

@@ -68,6 +68,8 @@ def create_adapter(body: AdapterCreate, user: CurrentUser, session: DbSession) -
         visibility=body.visibility,
         licence=body.licence,
         description=body.description,
+        language=body.language,
+        task=body.task,
     )
     return AdapterPublic.model_validate(adapter)
 
@@ -88,7 +90,7 @@ def get_adapter(adapter_id: int, user: CurrentUser, session: DbSession) -> Adapt
 def update_adapter(
     adapter_id: int, body: AdapterUpdate, user: CurrentUser, session: DbSession
 ) -> AdapterPublic:
-    """Change visibility, licence or description of your adapter."""
+    """Change visibility, licence, description, language or task of your adapter."""
     adapter = adapters.update(
         session,
         user,
@@ -96,6 +98,8 @@ def update_adapter(
         visibility=body.visibility,
         licence=body.licence,
         description=body.description,
+        language=body.language,
+        task=body.task,
     )
     return AdapterPublic.model_validate(adapter)
 

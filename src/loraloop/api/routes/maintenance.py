@@ -123,7 +123,14 @@ def start_evaluation(
     settings: AppSettings,
 ) -> JobPublic:
     """Score versions on every suite (history only; promotion is the gate's)."""
-    job = gate.start_evaluation(session, settings, user, adapter_id, body.versions)
+    job = gate.start_evaluation(
+        session,
+        settings,
+        user,
+        adapter_id,
+        body.versions,
+        community_compute=body.community_compute,
+    )
     return JobPublic.model_validate(job)
 
 

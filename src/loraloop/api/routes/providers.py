@@ -31,6 +31,8 @@ class WorkPublic(BaseModel):
     id: int
     node_id: int
     job_id: int
+    kind: str
+    """The job's kind: ``train``, ``train_check`` or ``evaluate``."""
     attempt: int
     status: str
     verification: dict[str, Any] | None
@@ -51,6 +53,8 @@ def summary(user: CurrentUser, session: DbSession) -> ProviderSummary:
     compute points it earned."""
     mine = nodes.mine(session, user)
     earned = earnings.total(session, user)
+    recent = work.recent(session, [n.id for n in mine])
+    kinds = work.job_kinds(session, recent)
     return ProviderSummary(
         nodes=[
             NodePublic(
@@ -71,13 +75,14 @@ def summary(user: CurrentUser, session: DbSession) -> ProviderSummary:
                 id=w.id,
                 node_id=w.node_id,
                 job_id=w.job_id,
+                kind=kinds.get(w.job_id, "?"),
                 attempt=w.attempt,
                 status=w.status,
                 verification=w.verification,
                 created_at=w.created_at,
                 finished_at=w.finished_at,
             )
-            for w in work.recent(session, [n.id for n in mine])
+            for w in recent
         ],
         points=earned / 1000,
     )

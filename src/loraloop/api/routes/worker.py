@@ -53,7 +53,9 @@ from loraloop.providers import nodes, work
 router = APIRouter(prefix="/api/worker", tags=["worker"])
 
 _EVENT_BYTES = 16 * 1024
-_RESULT_BYTES = 256 * 1024
+_RESULT_BYTES = 4 * 1024 * 1024
+"""An evaluation's result holds every case's answer: 2,000 cases × 4 versions of 64-token
+answers is about 3 MiB of JSON."""
 _TOKEN = r"^[0-9a-f]{1,64}$"  # noqa: S105 (a pattern, not a secret)
 
 
@@ -361,7 +363,8 @@ def complete(
     job_id: int, body: Completion, caller: WorkerUser, session: DbSession, settings: AppSettings
 ) -> LeaseState:
     """Record the result of a running job; the lease ends. A provider node names its uploads
-    in ``result.files`` (name → sha256); the job then waits for their verification."""
+    in ``result.files`` (name → sha256), or sends an evaluation's answers, scores and losses
+    (which the server rescores at once); the job then waits for its verification."""
     node = _node_of(session, caller, job_id)
     if node is None:
         job = queue.complete(session, job_id, body.lease_token, body.result)

@@ -201,6 +201,8 @@
           visibility: form.elements.visibility.value,
           licence: form.elements.licence.value,
           description: form.elements.description.value,
+          language: form.elements.language.value,
+          task: form.elements.task.value,
         });
         done(t("catalog.js.saved"));
         window.location.reload();
