@@ -44,7 +44,7 @@ def test_public_names() -> None:
         *("JUDGE_SYSTEM", "METRICS", "Bootstrap", "answer_losses", "check_case", "contains"),
         *("contains_all", "exact_match", "generate", "judge_messages", "normalise"),
         *("paired_bootstrap", "pairwise", "parse_verdict", "perplexity", "regex", "rouge_l"),
-        "score",
+        *("score", "register_metric", "metric_names", "unregister_metric"),
     }
     assert METRICS == ("exact_match", "contains", "regex", "rouge_l")
 

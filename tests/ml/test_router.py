@@ -64,10 +64,17 @@ def test_public_names() -> None:
             "BETA_JA",
             "SURE",
             "TRUSTED",
+            "Candidate",
             "Decision",
             "Router",
+            "Strategy",
+            "StrategyFailed",
             "latin_share",
             "ngrams",
+            "pick",
+            "register_strategy",
+            "strategy_names",
+            "unregister_strategy",
         ]
     )
 
