@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -341,10 +342,15 @@ class Settings(BaseSettings):
         value = self.secret_key.get_secret_value()
         if value:
             return value
-        path = self.home / "secret.key"
+        return self.generated_secret("secret.key", lambda: secrets.token_urlsafe(48))
+
+    def generated_secret(self, name: str, make: Callable[[], str]) -> str:
+        """The secret in ``<home>/<name>``, written once by ``make`` (readable by the owner
+        only) when the file does not exist yet."""
+        path = self.home / name
         if not path.exists():
             self.home.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+                handle.write(make())
         return path.read_text().strip()

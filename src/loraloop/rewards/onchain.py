@@ -19,7 +19,6 @@ root is missing (its journal entry lost with a rolled-back transaction).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 from typing import Any
@@ -56,13 +55,7 @@ def signer_key(settings: Settings) -> bytes:
             raise ConfigurationError(
                 "chain_rpc is set but no signer key: set LORALOOP_CHAIN_KEY or chain_key_file"
             )
-        path = settings.home / "chain.key"
-        if not path.exists():
-            settings.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        value = path.read_text("utf-8").strip()
+        value = settings.generated_secret("chain.key", lambda: secrets.token_hex(32))
     try:
         key = bytes.fromhex(value.removeprefix("0x"))
     except ValueError:
