@@ -97,10 +97,11 @@ class Call:
 class _Source(Protocol):
     prompt_tokens: int
     completion_tokens: int
-    text: str
     finish_reason: str | None
     first_token_at: float | None
 
+    @property
+    def text(self) -> str: ...
     def cancel(self) -> None: ...
     def pieces(self) -> AsyncIterator[tuple[str, str | None]]: ...
 
@@ -115,12 +116,18 @@ class _LocalSource:
     def __getattr__(self, name: str) -> Any:  # completion_tokens, text, finish_reason, ...
         return getattr(self._generation, name)
 
+    @property
+    def text(self) -> str:
+        return _storable(self._generation.text)
+
     def cancel(self) -> None:
         self._generation.cancel()
 
     async def pieces(self) -> AsyncIterator[tuple[str, str | None]]:
+        # a NUL reaches nobody: the caller gets what the trace keeps, so a playground that
+        # saves the answer (request bodies refuse NUL) never fails on it
         async for delta in self._generation.stream():
-            yield delta.text, delta.finish_reason
+            yield _storable(delta.text), delta.finish_reason
 
     async def settled(self) -> None:
         """Until the engine has let a cancelled request go (its slot free, its count final)."""
@@ -546,7 +553,7 @@ def _chunk(run: _Run, delta: dict[str, str] | None, finish: str | None) -> dict[
 
 def _storable(text: str) -> str:
     """A model can emit a NUL byte (a byte-level tokenizer's token 0); PostgreSQL text cannot
-    hold one, so the trace keeps U+FFFD in its place."""
+    hold one, so the answer and its trace carry U+FFFD in its place."""
     return text.replace("\x00", "\ufffd")
 
 
