@@ -39,6 +39,7 @@ from loraloop.db.tables import (
     WalletLink,
 )
 from loraloop.errors import NotFound
+from loraloop.providers import earnings
 
 __all__ = [
     "COMMUNITY_KINDS",
@@ -54,7 +55,7 @@ __all__ = [
 
 UNIT = 10**18
 """Smallest units per whole token (18 decimals)."""
-COMPUTE_KINDS = frozenset({"compute"})
+COMPUTE_KINDS = frozenset({earnings.KIND})
 COMMUNITY_KINDS = frozenset({"contribution", "review", "impact"})
 
 

@@ -31,7 +31,13 @@ from loraloop.chain.client import Chain, ChainError, Deployment
 from loraloop.config import Settings
 from loraloop.db.engine import Database, utcnow
 from loraloop.db.tables import ChainDeployment, ChainJournal, RewardEpoch, RewardPayout
-from loraloop.errors import ConfigurationError, Conflict, InvalidRequest, UpstreamFailed
+from loraloop.errors import (
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    LoraloopError,
+    UpstreamFailed,
+)
 from loraloop.rewards import epochs
 
 __all__ = ["RewardChain", "signer_key"]
@@ -198,10 +204,9 @@ class RewardChain:
             return epoch
         args = _publish_args(epoch)
         chain, rewards = self.connect(session)
-        with chain.lock:
-            tx = self._apply(chain, rewards, "publish", args)
-            if tx is not None:
-                self._journal(session, chain, "publish", args, tx)
+        tx = self._apply(chain, rewards, "publish", args)  # checks the chain under its lock
+        if tx is not None:
+            self._journal(session, chain, "publish", args, tx)
         epoch.status, epoch.published_at = "published", utcnow()
         epoch.tx_hash = tx if tx is not None else epoch.tx_hash
         session.flush()
@@ -261,6 +266,17 @@ class RewardChain:
             "amount": payout.amount,
             "proof": list(payout.proof),
         }
+
+    def close_now(self, session: Session, epoch_id: int) -> RewardEpoch:
+        """Close an open epoch and publish it; a chain that fails now leaves it ``closed``
+        (amounts and proofs kept) for the clock to publish on a later pass."""
+        closed = epochs.close(session, self.settings, epoch_id=epoch_id)
+        try:
+            with session.begin_nested():
+                self.publish(session, closed)
+        except (LoraloopError, ChainError) as exc:
+            log.warning("epoch %d closed, not yet published: %s", closed.id, exc)
+        return closed
 
     # the clock ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import httpx2 as httpx
 
 from loraloop import __version__
 from loraloop.jobs import supervisor
-from loraloop.storage import sha256_file
+from loraloop.storage import contained, sha256_file
 
 __all__ = ["Agent", "ServerRefused", "capabilities", "local_payload"]
 
@@ -266,8 +266,7 @@ class Agent:
 def _inside(folder: Path, name: str) -> Path:
     """``folder / name``, refusing a name that climbs out of ``folder``."""
     target = (folder / name).resolve()
-    root = folder.resolve()
-    if os.path.commonpath([root, target]) != str(root) or target == root:
+    if not contained(folder, target) or target == folder.resolve():
         raise ValueError(f"input name {name!r} points outside the job's folder")
     return target
 

@@ -3,7 +3,6 @@ self-claim from any wallet), the public list of epochs, and closing an epoch (ad
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,13 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from loraloop.api.deps import AdminUser, AppSettings, CurrentUser, DbSession
-from loraloop.chain.client import ChainError
 from loraloop.db.tables import RewardEpoch
-from loraloop.errors import LoraloopError
 from loraloop.rewards import epochs, statements
 from loraloop.rewards.onchain import RewardChain
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/rewards", tags=["rewards"])
 
 
@@ -142,17 +138,11 @@ def list_epochs(_user: CurrentUser, session: DbSession, settings: AppSettings) -
 
 @router.post("/epochs/{epoch_id}/close")
 def close_epoch(
-    epoch_id: int, _admin: AdminUser, session: DbSession, settings: AppSettings, rewards: Rewards
+    epoch_id: int, _admin: AdminUser, session: DbSession, rewards: Rewards
 ) -> EpochPublic:
     """Close an open epoch now and publish its root (admins; epochs also close on their own
     schedule). Closing an epoch that is closed already changes nothing and returns it."""
-    closed = epochs.close(session, settings, epoch_id=epoch_id)
-    try:
-        with session.begin_nested():
-            rewards.publish(session, closed)
-    except (LoraloopError, ChainError) as exc:  # kept closed; the maintenance loop retries
-        log.warning("epoch %d closed, not yet published: %s", closed.id, exc)
-    return _epoch(closed)
+    return _epoch(rewards.close_now(session, epoch_id))
 
 
 @router.post("/epochs/{epoch_id}/claim")
