@@ -81,14 +81,15 @@ def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> di
     try:
         report({"event": "merging", "message": "folding the adapter into the base weights"})
         if payload["format"] == "merged":
-            merge(base, adapter, work, dtype=payload["dtype"])
+            files = list(merge(base, adapter, work, dtype=payload["dtype"]).files)
         else:
             merge(base, adapter, work / "merged")
-            _gguf(work, payload, report)
+            files = _gguf(work, payload, report)
         os.replace(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    files = [ExportedFile.of(f) for f in sorted(out.iterdir(), key=lambda f: f.name)]
+    # the names, sizes and hashes the writers measured as they wrote (not a second read)
+    files.sort(key=lambda f: f.name)
     report({"event": "done", "files": len(files), "bytes": sum(f.size for f in files)})
     return {
         "format": payload["format"],
@@ -96,7 +97,9 @@ def run(payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> di
     }
 
 
-def _gguf(work: Path, payload: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+def _gguf(
+    work: Path, payload: dict[str, Any], report: Callable[[dict[str, Any]], None]
+) -> list[ExportedFile]:
     """Turn ``work/merged`` into ``work/NAME.gguf`` and ``work/Modelfile``; drop the merge."""
     from loraloop.ml.gguf_export import ollama_modelfile, to_gguf
 
@@ -106,3 +109,4 @@ def _gguf(work: Path, payload: dict[str, Any], report: Callable[[dict[str, Any]]
     shutil.rmtree(work / "merged")
     modelfile = ollama_modelfile(result.path.name, system=payload.get("system"))
     (work / MODELFILE).write_text(modelfile, encoding="utf-8")
+    return [result.file, ExportedFile.of(work / MODELFILE)]
