@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from loraloop.errors import InvalidRequest
 from loraloop.ml.export import ADAPTER_FILES, export_peft, merge
 from loraloop.ml.models import load
 from loraloop.ml.safety import UnsafeWeights
-from loraloop.testing import make_tiny_adapter, make_tiny_model
+from tests.ml.weights import safetensors_weights, sha256
 
 # PEFT reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model
 pytestmark = pytest.mark.filterwarnings(
@@ -24,32 +22,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 PROMPT = [{"role": "user", "content": "How much is a matcha latte?"}]
-
-
-def safetensors_weights(folder: Path) -> dict[str, torch.Tensor]:
-    with safe_open(folder / "model.safetensors", framework="pt") as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def adapter(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_adapter(base, tmp_path_factory.mktemp("adapter") / "peft")
-
-
-@pytest.fixture(scope="module")
-def merged(base: Path, adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("merged") / "model"
-    merge(base, adapter, out)
-    return out
 
 
 # ── the PEFT folder ────────────────────────────────────────────────────────────────────────

@@ -4,7 +4,6 @@ conversion of it (slow)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from loraloop.errors import ConfigurationError, InvalidRequest
 from loraloop.ml.export import merge
@@ -25,7 +23,8 @@ from loraloop.ml.gguf_export import (
     to_gguf,
 )
 from loraloop.ml.models import ensure_default_base, packaged_gguf
-from loraloop.testing import CHAT_TEMPLATE, make_tiny_adapter, make_tiny_model
+from loraloop.testing import CHAT_TEMPLATE, make_tiny_adapter
+from tests.ml.weights import safetensors_weights, sha256
 
 # PEFT reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model
 pytestmark = pytest.mark.filterwarnings(
@@ -69,32 +68,6 @@ def unpermute(ggml: np.ndarray[Any, Any], heads: int) -> np.ndarray[Any, Any]:
             for j in range(2):
                 order[head * size + j * size // 2 + i] = head * size + 2 * i + j
     return ggml[order]
-
-
-def safetensors_weights(folder: Path) -> dict[str, torch.Tensor]:
-    with safe_open(folder / "model.safetensors", framework="pt") as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def adapter(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_adapter(base, tmp_path_factory.mktemp("adapter") / "peft")
-
-
-@pytest.fixture(scope="module")
-def merged(base: Path, adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("merged") / "model"
-    merge(base, adapter, out)
-    return out
 
 
 # ── GGUF ───────────────────────────────────────────────────────────────────────────────────
