@@ -417,6 +417,8 @@ class Card:
     contributors: list[standings.Place]
     forks: int
     """Forks the viewer may see."""
+    fork_target: int | None
+    """The version a fork starts from unless one is chosen: the champion, else the newest."""
 
 
 def card_text(version: AdapterVersion) -> str | None:
@@ -459,4 +461,5 @@ def card(session: Session, user: User, adapter_id: int, *, version: int | None =
         reviewers=int(reviewers or 0),
         contributors=standings.leaderboard(session, user, adapter.id, limit=CONTRIBUTORS),
         forks=int(forks or 0),
+        fork_target=found.champion or (versions[-1].version if versions else None),
     )

@@ -183,7 +183,7 @@ def _card_page(
             for v in reversed(card.versions)
         ],
         "quality": _quality(card),
-        "target": champion or (card.versions[-1].version if card.versions else None),
+        "target": card.fork_target,
         "fork_error": fork_error,
         "forked": forked,
         "language_label": viewer.t(f"hub.language.{card.entry.adapter.language}"),
