@@ -20,20 +20,25 @@ question) plus 40 out-of-scope requests whose right answer is ``general``:
 * the **tuned** set, ``router_requests.jsonl`` rows with ``"split": "test"``: the router's
   features and constants (``loraloop.ml.router``) were chosen while looking at its results;
 * the **held-out** set, ``router_requests_heldout.jsonl``: written before the router was built
-  and never looked at while tuning it, so its figure is the one to expect on new requests.
+  and never looked at while tuning it, so its figure is the one to expect on new requests;
+* the **fresh** set, ``router_requests_fresh.jsonl``: written by another author who saw only the
+  members' descriptions (not the router, nor the other sets), with more out-of-scope requests
+  that share a domain's words ("a short story set in a coffee shop", "Rousseau's social
+  contract"), after the router's multilingual encoder was chosen and before its constants were.
 
 Every request goes through ``loraloop.gateway.apps.plan`` exactly as the gateway calls it (a
 fresh session per request), and the member is ``steps[0].route["member"]``. Reported per set:
 accuracy with and without the out-of-scope requests, per domain, per language, the main
-confusions, which model decided (the n-grams alone, or with MiniLM), and, as diagnostics, what
-other thresholds would have given and the accuracy with MiniLM run on every request. The
+confusions, which model decided (the n-grams alone, or with the multilingual encoder), and, as
+diagnostics, what other thresholds would have given and the accuracy with the encoder run on
+every request. The
 baseline of the accuracy ratio, measured in the same run on the same members' texts, is the
 previous router: the best MiniLM cosine of the request to a member's description and training
 inputs, at or above 0.35 (``ratio = router accuracy / baseline accuracy``).
 
 Latency: ``apps.plan`` per request, timed alone, for the semantic router, a rule-only router over
 the same members (keywords, no meaning step) and a ``single`` app of ``general``, interleaved in
-rotating order after a warm-up (MiniLM's load, the router's fit and the members' prototype
+rotating order after a warm-up (the encoder's load, the router's fit and the members' prototype
 embeddings are one-time and cached). The baseline of the ratio is the ``single`` app measured in
 the same run: ``ratio = semantic router p50 / single app p50``; added = the difference of the
 p50s. Measured with torch's default thread count (what ``loraloop up`` runs with) and with one
@@ -81,7 +86,8 @@ from loraloop.testing import make_tiny_adapter, make_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 REQUESTS = ROOT / "benchmarks" / "router_requests.jsonl"
 HELDOUT = ROOT / "benchmarks" / "router_requests_heldout.jsonl"
-SETS = {"tuned": "", "held-out": "held-out "}
+FRESH = ROOT / "benchmarks" / "router_requests_fresh.jsonl"
+SETS = {"tuned": "", "held-out": "held-out ", "fresh": "fresh "}
 """The two test sets and the prefix of their report lines."""
 KUMO_TRAIN = ROOT / "examples" / "kumo_coffee" / "train.jsonl"
 CAFE_CONVERSATIONS = 40
@@ -179,7 +185,11 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     rows = _read_rows(REQUESTS)
     train = [r for r in rows if r.split == "train"]
-    sets = {"tuned": [r for r in rows if r.split == "test"], "held-out": _read_rows(HELDOUT)}
+    sets = {
+        "tuned": [r for r in rows if r.split == "test"],
+        "held-out": _read_rows(HELDOUT),
+        "fresh": _read_rows(FRESH),
+    }
     if args.quick:
         sets = {name: _subset(tests, per_language=5) for name, tests in sets.items()}
         args.samples = 20
@@ -190,6 +200,7 @@ def main() -> None:
         known = [r.text for r in train] + cafe_questions
         _check_disjoint(sets["tuned"], known)
         _check_disjoint(sets["held-out"], known + [r.text for r in sets["tuned"]])
+        _check_disjoint(sets["fresh"], known + [r.text for r in sets["tuned"]])
         _print_setting(args, train, sets, len(cafe_questions))
         for name, tests in sets.items():
             routed = _route_all(platform, tests)
@@ -465,7 +476,7 @@ def _print_setting(
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads by default; router: character "
-        f"n-grams, MiniLM (all-MiniLM-L6-v2, English-trained) below n-gram probability "
+        f"n-grams, the multilingual encoder (USE multilingual v3) below n-gram probability "
         f"{router.SURE:g}; threshold {args.threshold:g}"
     )
     per_domain = Counter(r.domain for r in train)
@@ -509,7 +520,7 @@ def _print_accuracy(prefix: str, routed: list[Routed], show_errors: bool) -> Non
         for r in routed:
             if r.member != r.expected:
                 print(f"    {r.expected}->{r.member} ({r.score:.3f} {r.strategy}): {r.row.text}")
-    for strategy in ("ngrams", "ngrams+minilm"):
+    for strategy in ("ngrams", "ngrams+encoder"):
         mine = [r for r in routed if r.strategy == strategy]
         print(
             f"  decided by {strategy}: {_share(len(mine), len(routed))} of requests, "
@@ -525,7 +536,7 @@ def _print_accuracy(prefix: str, routed: list[Routed], show_errors: bool) -> Non
 def _print_diagnostics(
     prefix: str, platform: Platform, routed: list[Routed], members: dict[str, list[str]]
 ) -> None:
-    """The accuracy ratio to the previous router, and the router with MiniLM always on."""
+    """The accuracy ratio to the previous router, and the router with the encoder always on."""
     tests = [r.row for r in routed]
     before = _baseline(members, tests)
     old = sum(m == r.expected for m, r in zip(before, routed, strict=True))
@@ -538,7 +549,7 @@ def _print_diagnostics(
         always = _route_all(platform, tests)
     finally:
         router.SURE = sure
-    print(f"{prefix}diagnostic, MiniLM on every request: {_share(*_hits(always))}")
+    print(f"{prefix}diagnostic, the encoder on every request: {_share(*_hits(always))}")
 
 
 def _print_sweep(routed: list[Routed]) -> None:

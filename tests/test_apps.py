@@ -233,8 +233,8 @@ def test_each_request_lands_on_the_intended_member_and_the_trace_says_why(desk: 
     assert by_meaning.route is not None
     assert by_meaning.route["by"] == "meaning"
     assert by_meaning.route["similarity"] >= 0.3
-    # members with only a description: the n-grams are never sure, MiniLM decides
-    assert by_meaning.route["strategy"] == "ngrams+minilm"
+    # members with only a description: the n-grams are never sure, the embeddings decide
+    assert by_meaning.route["strategy"] == "ngrams+encoder"
     assert by_meaning.route["cosine"] > 0
     refund = desk.ask("My parcel arrived broken, how do I get my money back?")
     assert refund.deployment_id == desk.ids["support"]

@@ -1,4 +1,4 @@
-"""The semantic router's classifier: features, fitting, the cheap path and the MiniLM path."""
+"""The semantic router's classifier: features, fitting, the cheap path and the the encoder path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from loraloop.ml import router
 from loraloop.ml.general_requests import GENERAL_REQUESTS
-from loraloop.ml.router import Decision, Router, latin_share, ngrams
+from loraloop.ml.router import Decision, Router, ngrams
 
 SUPPORT = [
     "How do I return an item I bought online?",
@@ -33,7 +33,7 @@ LEGAL = [
 
 
 class BagOfWords:
-    """A stand-in for MiniLM: hashed words, unit rows; counts its calls."""
+    """A stand-in for the encoder: hashed words, unit rows; counts its calls."""
 
     def __init__(self) -> None:
         self.calls: list[int] = []
@@ -49,7 +49,7 @@ class BagOfWords:
 
 
 def never(texts: Sequence[str]) -> np.ndarray:
-    raise AssertionError(f"MiniLM should not run, it was asked for {list(texts)}")
+    raise AssertionError(f"the encoder should not run, it was asked for {list(texts)}")
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,7 @@ def desk() -> Router:
 def test_public_names() -> None:
     assert sorted(router.__all__) == sorted(
         [
-            "BETA_EN",
-            "BETA_JA",
+            "BETA",
             "SURE",
             "TRUSTED",
             "Candidate",
@@ -69,7 +68,6 @@ def test_public_names() -> None:
             "Router",
             "Strategy",
             "StrategyFailed",
-            "latin_share",
             "ngrams",
             "pick",
             "register_strategy",
@@ -97,14 +95,6 @@ def test_ngrams(name: str, text: str, present: set[str], absent: set[str]) -> No
     assert not absent & found, name
     if text == "ありがとう":
         assert found == set()
-
-
-@pytest.mark.parametrize(
-    ("text", "share"),
-    [("Where is my parcel?", 1.0), ("荷物が届きません", 0.0), ("VPNにつながる", 3 / 8), ("", 0.0)],
-)
-def test_latin_share(text: str, share: float) -> None:
-    assert latin_share(text) == pytest.approx(share)
 
 
 def test_fit_needs_a_member_with_a_text() -> None:
@@ -158,7 +148,7 @@ def test_an_unsure_request_asks_minilm_and_embeds_the_prototypes_once(desk: Rout
     first = fresh.route(text, embed)
     second = fresh.route(text, embed)
     assert first == second
-    assert first.strategy == "ngrams+minilm"
+    assert first.strategy == "ngrams+encoder"
     assert first.cosine is not None
     prototypes = len(SUPPORT) * 8 + len(GENERAL_REQUESTS)
     assert embed.calls == [prototypes, 1, 1]  # the prototypes once, then each request
@@ -178,9 +168,9 @@ def test_members_with_only_a_description_leave_the_decision_to_minilm() -> None:
     )
     assert fitted.trust == pytest.approx(1 / router.TRUSTED)
     probabilities = fitted.probabilities("refunds")
-    assert float(probabilities.max()) < router.SURE  # never sure: MiniLM decides
+    assert float(probabilities.max()) < router.SURE  # never sure: the encoder decides
     decision = fitted.route("legal clauses, contracts, agreements", BagOfWords())
-    assert decision == Decision("legal", "legal", decision.score, "ngrams+minilm", decision.cosine)
+    assert decision == Decision("legal", "legal", decision.score, "ngrams+encoder", decision.cosine)
     assert decision.score > 0.5
 
 

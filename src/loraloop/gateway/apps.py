@@ -18,7 +18,8 @@ plus, for any type, ``system_prompt`` and ``defaults`` (``temperature``, ``top_p
 then its ``strategy`` (a named one a plugin adds, :func:`loraloop.ml.router.pick`), then
 meaning, then ``default``. Meaning is a classifier fitted once per app on each member's
 description and training inputs plus a built-in class of general requests
-(:mod:`loraloop.ml.router`: character n-grams, and MiniLM only when the n-grams are unsure);
+(:mod:`loraloop.ml.router`: character n-grams, and multilingual sentence embeddings when the
+n-grams are unsure);
 the most likely member answers when it is not the general class and its probability is at
 least ``threshold``. A fallback chain tries its members in order when one fails, times out
 before its first token, or answers nothing.
@@ -357,10 +358,10 @@ _routers_lock = threading.Lock()
 def _meaning(session: Session, owner: User, spec: dict[str, Any], text: str) -> Decision | None:
     """The semantic router's decision for ``text``; None when no member has a description
     or training inputs."""
-    from loraloop.ml.embeddings import load_minilm
+    from loraloop.ml.multilingual import load_multilingual
 
     router = _fitted_router(session, owner, spec)
-    return router.route(text, load_minilm().embed) if router is not None else None
+    return router.route(text, load_multilingual().embed) if router is not None else None
 
 
 def _fitted_router(session: Session, owner: User, spec: dict[str, Any]) -> Router | None:

@@ -1,21 +1,23 @@
 """Which member a request belongs to: the classifier behind an app's semantic router.
 
     members' texts ─┐                       character n-grams ──▶ TF-IDF ──▶ softmax regression
-    general texts ──┴──▶ Router.fit ──▶     (+ MiniLM prototypes, embedded on first need)
+    general texts ──┴──▶ Router.fit ──▶     (+ on first need: the texts' sentence embeddings,
+                                               and a softmax regression on them)
 
     request ──n-grams──▶ p(class)  ── top p ≥ SURE? ──yes──▶ Decision(strategy="ngrams")
-                                                    └─no──▶ MiniLM embedding of the request
-        log p(class) + β·(best cosine to the class's prototypes) ──softmax──▶ Decision
-                                                              (strategy="ngrams+minilm")
+                                                    └─no──▶ embedding of the request
+        log p(class) + log q(class | embedding) + β·(best cosine to the class's texts)
+                                              ──softmax──▶ Decision(strategy="ngrams+encoder")
 
 The classes are the members plus one *general* class, fitted on :data:`GENERAL_REQUESTS`
 (requests no domain member should take), so "write me a poem" has somewhere to go: it is how
 the router tells an out-of-scope request from an in-scope one without a negative example from
 the app's owner. Character n-grams need no tokenizer, so they work for Japanese (kanji runs,
-single kanji and kanji pairs, katakana words) as for English (words and 3-5 letter pieces);
-MiniLM (English-trained) is weighted by the share of Latin letters in the request (``β`` from
-:data:`BETA_JA` to :data:`BETA_EN`). Fitting is a few hundred milliseconds; a cheap decision
-is well under one. Pure numpy: nothing here knows about apps or databases.
+single kanji and kanji pairs, katakana words) as for English (words and 3-5 letter pieces).
+The embedder the gateway passes is multilingual (:mod:`loraloop.ml.multilingual`), so a
+Japanese request reaches a member whose training questions say the same in other words or in
+English. Fitting is under a second; a decision is about a millisecond plus one embedding.
+Pure numpy: nothing here knows about apps or databases.
 
 Plugins add named *strategies* (:func:`register_strategy`): a function of the request text and
 the members that names the member to answer, or None to leave the decision to the classifier
@@ -39,8 +41,7 @@ import numpy as np
 from loraloop.ml.general_requests import GENERAL_REQUESTS
 
 __all__ = [
-    "BETA_EN",
-    "BETA_JA",
+    "BETA",
     "SURE",
     "TRUSTED",
     "Candidate",
@@ -48,7 +49,6 @@ __all__ = [
     "Router",
     "Strategy",
     "StrategyFailed",
-    "latin_share",
     "ngrams",
     "pick",
     "register_strategy",
@@ -56,17 +56,19 @@ __all__ = [
     "unregister_strategy",
 ]
 
-SURE = 0.65
-"""The n-gram model's top probability from which it decides alone (MiniLM is not run)."""
-BETA_EN, BETA_JA = 20.0, 5.0
-"""Weight of MiniLM's cosine against the n-gram log-probability, for an all-Latin request and
-for one with no Latin letters (linear in between)."""
+SURE = 0.9
+"""The n-gram model's top probability from which it decides alone (no embedding is made)."""
+BETA = 15.0
+"""Weight of the best cosine of the request to one of a class's texts, against the two
+models' log-probabilities (nearest examples catch what a linear model smooths away)."""
 TRUSTED = 20
 """Texts per member from which the n-gram model's evidence counts in full; below, its logits
 are scaled by (fewest texts of a member) / TRUSTED, so an app whose members have only a
-description leaves the decision to MiniLM."""
+description leaves the decision to the embeddings."""
 _L2, _STEPS, _RATE = 3e-5, 300, 0.05
 """Softmax regression: L2 penalty, Adam steps (full batch) and step size."""
+_DENSE_L2, _DENSE_SCALE = 1e-3, 10.0
+"""The embedding model's L2 penalty, and the factor on its unit-row inputs."""
 
 _STOPWORD_TEXT = (
     "a an the i my me you your is are am be to of for in on at and or it this that do does did "
@@ -77,7 +79,7 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 """English words that say nothing about a domain (their letter pieces still count)."""
 
 Embed = Callable[[Sequence[str]], np.ndarray]
-"""Texts to unit rows (``MiniLM.embed``)."""
+"""Texts to unit rows (``Multilingual.embed``)."""
 
 
 # --- strategies from plugins -------------------------------------------------------------
@@ -200,13 +202,6 @@ def ngrams(text: str) -> list[str]:
     return out
 
 
-def latin_share(text: str) -> float:
-    """The share of the request's letters that are Latin (0 for Japanese, 1 for English)."""
-    runs = _runs(text)
-    letters = sum(len(run) for _, run in runs)
-    return sum(len(run) for script, run in runs if script == "latin") / letters if letters else 0.0
-
-
 @dataclass(frozen=True)
 class _Vectorizer:
     """TF-IDF over :func:`ngrams` (sublinear counts, smoothed idf, unit rows)."""
@@ -245,9 +240,9 @@ class Decision:
     best: str
     score: float
     strategy: str
-    """``"ngrams"`` (the cheap model was sure) or ``"ngrams+minilm"``."""
+    """``"ngrams"`` (the cheap model was sure) or ``"ngrams+encoder"``."""
     cosine: float | None = None
-    """MiniLM cosine of the request to ``best``'s closest text, when MiniLM ran."""
+    """Cosine of the request's embedding to ``best``'s closest text, when one was made."""
 
 
 @dataclass
@@ -263,7 +258,7 @@ class Router:
     bias: np.ndarray
     trust: float = 1.0
     """The scale of the n-gram logits (see :data:`TRUSTED`)."""
-    _prototypes: list[np.ndarray] | None = field(default=None, repr=False)
+    _dense: _Dense | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -294,16 +289,18 @@ class Router:
 
     def route(self, text: str, embed: Embed | None) -> Decision:
         """The n-gram model's decision when it is sure (or ``embed`` is None), else the
-        decision of the n-grams and MiniLM together. A request with no n-gram the router
+        decision of the n-grams and the embeddings together. A request with no n-gram the router
         knows is never sure: its probabilities would be the classes' priors."""
         columns, values = self.vectorizer.sparse(text)
         cheap = _softmax(self.trust * (values @ self.weights[columns] + self.bias))
         if embed is None or (len(columns) and float(cheap.max()) >= SURE):
             return self._decision(cheap, "ngrams", None)
-        cosines = self._cosines(text, embed)
-        beta = BETA_JA + (BETA_EN - BETA_JA) * latin_share(text)
-        fused = _softmax(np.log(np.maximum(cheap, 1e-12)) + beta * cosines)
-        return self._decision(fused, "ngrams+minilm", cosines)
+        dense = self._dense_model(embed)
+        query = embed([text])[0].astype(np.float64)
+        cosines = np.array([float((matrix @ query).max()) for matrix in dense.prototypes])
+        q = _softmax(_DENSE_SCALE * query @ dense.weights + dense.bias)
+        fused = _softmax(_log(cheap) + _log(q) + BETA * cosines)
+        return self._decision(fused, "ngrams+encoder", cosines)
 
     def _decision(self, p: np.ndarray, strategy: str, cosines: np.ndarray | None) -> Decision:
         top, best = int(p.argmax()), int(p[: len(self.members)].argmax())
@@ -311,16 +308,32 @@ class Router:
         cosine = round(float(cosines[best]), 4) if cosines is not None else None
         return Decision(member, self.members[best], float(p[best]), strategy, cosine)
 
-    def _cosines(self, text: str, embed: Embed) -> np.ndarray:
-        """Per class, the best MiniLM cosine of the request to one of its texts."""
+    def _dense_model(self, embed: Embed) -> _Dense:
+        """The classes' texts embedded and the softmax regression on them, made once."""
         with self._lock:
-            if self._prototypes is None:
-                matrix = embed([t for group in self.texts for t in group])
+            if self._dense is None:
+                flat = [t for group in self.texts for t in group]
+                matrix = np.asarray(embed(flat), dtype=np.float64)
                 bounds = np.cumsum([0] + [len(g) for g in self.texts])
-                self._prototypes = [matrix[a:b] for a, b in itertools.pairwise(bounds)]
-            prototypes = self._prototypes
-        query = embed([text])[0]
-        return np.array([float((matrix @ query).max()) for matrix in prototypes])
+                targets = np.concatenate([np.full(len(g), k) for k, g in enumerate(self.texts)])
+                weights, bias = _dense_regression(_DENSE_SCALE * matrix, targets, len(self.texts))
+                prototypes = [matrix[a:b] for a, b in itertools.pairwise(bounds)]
+                self._dense = _Dense(prototypes, weights, bias)
+            return self._dense
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """Per class, its texts' embeddings; and the softmax regression fitted on them."""
+
+    prototypes: list[np.ndarray]
+    weights: np.ndarray
+    bias: np.ndarray
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.log(np.maximum(p, 1e-12))
+    return out
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -362,11 +375,42 @@ def _softmax_regression(
         if len(value):
             pieces = (value[:, None] * error[row_of])[by_column]
             grad_w[columns] += np.add.reduceat(pieces, column_starts, axis=0)
-        grad_b = error.sum(axis=0)
-        for param, grad, m, v in ((weights, grad_w, *moments[:2]), (bias, grad_b, *moments[2:])):
-            m *= 0.9
-            m += 0.1 * grad
-            v *= 0.999
-            v += 0.001 * grad**2
-            param -= _RATE * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+        _adam(step, (weights, bias), (grad_w, error.sum(axis=0)), moments)
     return weights, bias
+
+
+def _dense_regression(
+    inputs: np.ndarray, targets: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(d, k)`` and bias ``(k,)`` of a softmax regression on dense ``inputs``: every
+    class weighs the same, L2 penalty :data:`_DENSE_L2`, full-batch Adam from zeros."""
+    counts = np.bincount(targets, minlength=k)
+    sample = 1.0 / (counts[targets] * k)
+    onehot = np.eye(k)[targets]
+    weights, bias = np.zeros((inputs.shape[1], k)), np.zeros(k)
+    moments = [np.zeros_like(weights), np.zeros_like(weights), np.zeros(k), np.zeros(k)]
+    for step in range(1, _STEPS + 1):
+        logits = inputs @ weights + bias
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        error = (p - onehot) * sample[:, None]
+        grads = (inputs.T @ error + _DENSE_L2 * weights, error.sum(axis=0))
+        _adam(step, (weights, bias), grads, moments)
+    return weights, bias
+
+
+def _adam(
+    step: int,
+    params: tuple[np.ndarray, ...],
+    grads: tuple[np.ndarray, ...],
+    moments: list[np.ndarray],
+) -> None:
+    """One Adam step (β 0.9 and 0.999, step size :data:`_RATE`) on ``params`` in place;
+    ``moments`` holds each parameter's two running means, in order."""
+    for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        m, v = moments[2 * i], moments[2 * i + 1]
+        m *= 0.9
+        m += 0.1 * grad
+        v *= 0.999
+        v += 0.001 * grad**2
+        param -= _RATE * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
